@@ -1,0 +1,81 @@
+# MS COCO 2014 for WSSS: VOC-style class PNGs made from the instance
+# annotations by tools/dataset_converters/coco2014_wsss.py (81 classes, not
+# COCO-Stuff). Built on mmseg's stock COCO data set config; only what WSSS
+# needs is changed.
+_base_ = ['mmseg::_base_/datasets/coco-stuff164k.py']
+
+data_root = 'data/coco2014'
+crop_size = 448
+
+view_pipeline = [
+    dict(
+        type='mmpretrain.RandomResizedCrop',
+        scale=crop_size,
+        crop_ratio_range=(0.32, 1.0),
+        backend='cv2'),
+    dict(type='mmpretrain.RandomFlip', prob=0.5, direction='horizontal'),
+    # torchvision's ColorJitter (as the reference): mmcv's hue shift
+    # overflows under numpy 2.
+    dict(type='mmpretrain.NumpyToPIL', to_rgb=True),
+    dict(
+        type='mmpretrain.torchvision/ColorJitter',
+        brightness=0.3,
+        contrast=0.3,
+        saturation=0.3,
+        hue=0.1),
+    dict(type='mmpretrain.PILToNumpy', to_bgr=True),
+]
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations'),
+    dict(type='GenerateImageLabels', num_classes=81),
+    dict(type='mmpretrain.MultiView', num_views=2, transforms=[view_pipeline]),
+    dict(type='PackWSSSInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations'),
+    dict(type='PackSegInputs'),
+]
+
+
+def coco_split(split: str, ann_file: str, **kwargs) -> dict:
+    return dict(
+        type='WSSSCOCODataset',
+        data_root=data_root,
+        data_prefix=dict(
+            img_path=f'{split}2014',
+            seg_map_path=f'SegmentationClass/{split}2014'),
+        ann_file=ann_file,
+        img_label_file='cls_labels_coco.json',
+        **kwargs)
+
+
+train_dataloader = dict(
+    batch_size=2,
+    num_workers=4,
+    dataset=dict(
+        _delete_=True,
+        # images without any class are not used for training
+        **coco_split('train', 'ImageSets/train.txt',
+                     filter_empty_labels=True,
+                     pipeline=train_pipeline)))
+# The reference validates on a fixed 5k part of val during training.
+val_dataloader = dict(
+    batch_size=1,
+    dataset=dict(
+        _delete_=True,
+        **coco_split('val', 'ImageSets/val_5k.txt',
+                     filter_empty_labels=False,
+                     pipeline=test_pipeline)))
+# Final numbers on the full val split (40,137 images).
+test_dataloader = dict(
+    batch_size=1,
+    num_workers=4,
+    persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(
+        _delete_=True,
+        **coco_split('val', 'ImageSets/val.txt',
+                     filter_empty_labels=False,
+                     pipeline=test_pipeline)))

@@ -1,0 +1,96 @@
+# FSR on ViT-B/16 (Figure 2): the paper's model, hyper-parameters from the
+# method sheet. `pretrain/vit-b16_in1k_jx_448.pth` is made by
+# tools/model_converters/vit_to_fsr.py (see docs/dataset_prepare.md).
+custom_imports = dict(imports=['mmseg_fsr'], allow_failed_imports=False)
+
+num_classes = 21  # segmentation classes, background included
+embed_dims = 768
+projector_dims = 4096
+data_preprocessor = dict(
+    type='WSSSDataPreProcessor',
+    # timm's `jx` ViT weights were trained with mean = std = 0.5.
+    mean=[127.5, 127.5, 127.5],
+    std=[127.5, 127.5, 127.5],
+    bgr_to_rgb=True,
+    pad_val=0,
+    seg_pad_val=255,
+    # inference at native resolution: pad to whole patches, cropped back.
+    test_cfg=dict(size_divisor=16))
+model = dict(
+    type='FSRSegmentor',
+    data_preprocessor=data_preprocessor,
+    backbone=dict(
+        type='MaskableViT',
+        img_size=(448, 448),
+        patch_size=16,
+        embed_dims=embed_dims,
+        num_layers=12,
+        num_heads=12,
+        mlp_ratio=4,
+        out_indices=(9, 11),  # auxiliary CAM on layer -3, final layer
+        qkv_bias=True,
+        patch_bias=True,  # timm's patch embedding has a bias
+        drop_rate=0.0,
+        drop_path_rate=0.1,
+        with_cls_token=True,
+        final_norm=True,
+        norm_cfg=dict(type='LN', eps=1e-6),
+        act_cfg=dict(type='GELU'),
+        interpolate_mode='bicubic',
+        init_cfg=dict(
+            type='Pretrained', checkpoint='pretrain/vit-b16_in1k_jx_448.pth')),
+    cam_head=dict(
+        type='CAMHead', in_channels=embed_dims, num_classes=num_classes - 1),
+    decode_head=dict(
+        type='LargeFOVHead',
+        in_channels=embed_dims,
+        in_index=-1,
+        channels=512,
+        dilation=5,
+        dropout_ratio=0.0,
+        num_classes=num_classes,
+        align_corners=False,
+        loss_decode=dict(type='BgFgCrossEntropyLoss', loss_weight=0.1)),
+    affinity_loss=dict(type='PatchTokenContrastLoss', loss_weight=0.2),
+    mask_neck=dict(
+        type='UncertaintyMaskingNeck',
+        mask_ratio=0.4,
+        uncertain_range=(0.2, 0.7),
+        strategy='uncertain',
+        patch_size=16,
+        # the paper masks single patches from the start; the reference code
+        # uses block_size=64 and random_warmup_ratio=0.2.
+        block_size=16,
+        random_warmup_ratio=0.0),
+    aggregation_head=dict(
+        type='MCAAggregationHead',
+        in_channels=embed_dims,
+        num_blocks=2,
+        num_heads=12,
+        aggregation='MCA',
+        projector=dict(
+            type='DINOProjector',
+            in_channels=embed_dims,
+            hidden_channels=2048,
+            bottleneck_channels=256,
+            out_channels=projector_dims)),
+    uncertain_loss=dict(
+        type='FSRUncertainLoss', out_channels=projector_dims,
+        loss_weight=0.1),
+    certain_loss=dict(
+        type='FSRCertainLoss', out_channels=projector_dims, loss_weight=0.1),
+    pseudo_label_cfg=dict(
+        cam_scales=(1.0, 0.5, 1.5),
+        high_thr=0.7,
+        low_thr=0.25,
+        par=dict(dilations=(1, 2, 4, 8, 12, 24), num_iter=10),
+        par_down_scale=2,
+        seg_label_source='cam'),
+    loss_start_iters=dict(seg=2000, aff=0, fsr=0),
+    mask_cam_source='multi_scale',
+    train_cfg=dict(),
+    test_cfg=dict(mode='whole', cam_bg_thr=0.45))
+# some losses start late and FSR parts may be switched off.
+model_wrapper_cfg = dict(
+    type='MMDistributedDataParallel', find_unused_parameters=True)
+custom_hooks = [dict(type='FSRTeacherHook', momentum=0.9995, end_momentum=1.0)]

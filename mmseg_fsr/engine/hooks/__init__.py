@@ -1,0 +1,1 @@
+from .fsr_teacher_hook import FSRTeacherHook  # noqa: F401

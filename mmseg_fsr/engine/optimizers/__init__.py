@@ -1,0 +1,1 @@
+from .wsss_optim_wrapper_constructor import WSSSOptimWrapperConstructor  # noqa: F401,E501

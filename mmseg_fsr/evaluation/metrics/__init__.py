@@ -1,0 +1,1 @@
+from .pseudo_label_metric import PseudoLabelMetric  # noqa: F401

@@ -1,0 +1,1 @@
+from .maskable_vit import MaskableViT  # noqa: F401

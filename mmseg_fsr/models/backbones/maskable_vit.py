@@ -1,0 +1,175 @@
+"""ViT backbone whose patch tokens can be replaced by a mask token."""
+from typing import Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+from mmengine.model.weight_init import trunc_normal_
+from mmseg.models.backbones import VisionTransformer
+from mmseg.registry import MODELS
+from torch import Tensor
+
+from ...utils.vit_checkpoint import check_pretrained
+
+
+@MODELS.register_module()
+class MaskableViT(VisionTransformer):
+    """MMSegmentation ViT with iBOT-style token masking (FSR, Sec. 3.2).
+
+    Masked patch embeddings are replaced by one learnable ``mask_token``
+    right after patch embedding and *before* the positional embedding is
+    added, so masked tokens still know where they are. Everything else is the
+    stock :class:`mmseg.models.backbones.VisionTransformer` (same parameter
+    names, so mmseg ViT checkpoints load; ``mask_token`` is simply missing
+    from them and keeps its initialisation under ``strict=False``).
+
+    Args:
+        *args: Positional arguments of ``VisionTransformer``.
+        **kwargs: Keyword arguments of ``VisionTransformer``.
+            ``output_cls_token`` must stay False: use
+            :meth:`forward_with_cls_token` to get the class token instead.
+
+    Raises:
+        ValueError: If ``output_cls_token=True``.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        if kwargs.get('output_cls_token', False):
+            raise ValueError(
+                'MaskableViT does not support output_cls_token=True; call '
+                'forward_with_cls_token() to get the final class token.')
+        super().__init__(*args, **kwargs)
+        embed_dims = self.cls_token.shape[-1]
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, embed_dims))
+        # The stock __init__ froze parameters before mask_token existed.
+        self._freeze()
+
+    def init_weights(self) -> None:
+        """Initialise ``mask_token`` then the stock ViT weights.
+
+        ``mask_token`` is drawn first so that a checkpoint which does contain
+        it (e.g. an FSR checkpoint used as ``Pretrained``) still overrides it.
+        """
+        trunc_normal_(self.mask_token, std=.02)
+        checkpoint = (self.init_cfg or {}).get('checkpoint')
+        if isinstance(checkpoint, str) and '://' not in checkpoint:
+            # mmengine's own error only says "can not be found".
+            check_pretrained(checkpoint)
+        super().init_weights()
+
+    def _mask_tokens(self, x: Tensor, hw_shape: Sequence[int],
+                     token_mask: Tensor) -> Tensor:
+        """Replace masked patch embeddings by the mask token.
+
+        Args:
+            x (Tensor): Patch embeddings, shape (B, h*w, C).
+            hw_shape (Sequence[int]): Patch grid (h, w).
+            token_mask (Tensor): Bool mask, shape (B, h*w), True = masked.
+
+        Returns:
+            Tensor: Embeddings with masked rows replaced, shape (B, h*w, C).
+        """
+        expected = (x.shape[0], hw_shape[0] * hw_shape[1])
+        if tuple(token_mask.shape) != expected:
+            raise ValueError(
+                f'token_mask must have shape (B, h*w) = {expected} for a '
+                f'{hw_shape[0]}x{hw_shape[1]} patch grid, got '
+                f'{tuple(token_mask.shape)}.')
+        # torch.where keeps unmasked rows bit-identical to the stock path.
+        return torch.where(token_mask.bool().unsqueeze(-1),
+                           self.mask_token.to(x.dtype), x)
+
+    @staticmethod
+    def _to_map(x: Tensor, hw_shape: Sequence[int],
+                with_cls_token: bool) -> Tensor:
+        """(B, [1+]h*w, C) token sequence -> (B, C, h, w) feature map."""
+        if with_cls_token:
+            x = x[:, 1:]
+        B, _, C = x.shape
+        return x.reshape(B, hw_shape[0], hw_shape[1],
+                         C).permute(0, 3, 1, 2).contiguous()
+
+    def _forward_tokens(self,
+                        inputs: Tensor,
+                        token_mask: Optional[Tensor] = None
+                        ) -> Tuple[Tuple[Tensor, ...], Tensor]:
+        """Stock ViT token pipeline with an optional masking step.
+
+        Mirrors ``VisionTransformer.forward`` (with ``output_cls_token``
+        False) and additionally returns the final token sequence.
+
+        Args:
+            inputs (Tensor): Images, shape (B, 3, H, W).
+            token_mask (Tensor, optional): Bool mask, shape (B, h*w).
+
+        Returns:
+            tuple: ``outs``, one (B, C, h, w) map per ``out_indices`` (plus the
+            ``out_origin`` map first), and the final tokens (B, [1+]h*w, C).
+        """
+        B = inputs.shape[0]
+        x, hw_shape = self.patch_embed(inputs)
+        if token_mask is not None:
+            x = self._mask_tokens(x, hw_shape, token_mask)
+
+        x = torch.cat((self.cls_token.expand(B, -1, -1), x), dim=1)
+        x = self._pos_embeding(x, hw_shape, self.pos_embed)
+        if not self.with_cls_token:
+            x = x[:, 1:]
+        if self.pre_norm:
+            x = self.pre_ln(x)
+
+        outs = []
+        if self.out_origin:
+            outs.append(self._to_map(x, hw_shape, self.with_cls_token))
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            x = layer(x)  # handles with_cp internally
+            if i == last and self.final_norm:
+                x = self.norm1(x)
+            if i in self.out_indices:
+                outs.append(self._to_map(x, hw_shape, self.with_cls_token))
+        return tuple(outs), x
+
+    def forward(self,
+                inputs: Tensor,
+                token_mask: Optional[Tensor] = None) -> Tuple[Tensor, ...]:
+        """Feature maps, optionally with masked patch tokens.
+
+        Args:
+            inputs (Tensor): Images, shape (B, 3, H, W).
+            token_mask (Tensor, optional): Bool, shape (B, h*w), True = the
+                patch token is replaced by ``mask_token``. Rows may differ per
+                sample; an all-False row gives the unmasked result.
+
+        Returns:
+            tuple[Tensor]: One (B, C, h, w) map per ``out_indices`` (preceded
+            by the pre-transformer map if ``out_origin``).
+
+        Raises:
+            ValueError: If ``token_mask`` does not match the patch grid.
+        """
+        outs, _ = self._forward_tokens(inputs, token_mask)
+        return outs
+
+    def forward_with_cls_token(self,
+                               inputs: Tensor,
+                               token_mask: Optional[Tensor] = None
+                               ) -> Tuple[Tuple[Tensor, ...], Tensor]:
+        """Like :meth:`forward`, plus the final layer's class token.
+
+        Args:
+            inputs (Tensor): Images, shape (B, 3, H, W).
+            token_mask (Tensor, optional): Bool, shape (B, h*w).
+
+        Returns:
+            tuple: The outputs of :meth:`forward` and the final class token,
+            shape (B, C), taken after the final norm when ``final_norm``.
+
+        Raises:
+            ValueError: If the model was built with ``with_cls_token=False``
+                or ``token_mask`` does not match the patch grid.
+        """
+        if not self.with_cls_token:
+            raise ValueError(
+                'forward_with_cls_token() requires with_cls_token=True.')
+        outs, x = self._forward_tokens(inputs, token_mask)
+        return outs, x[:, 0]

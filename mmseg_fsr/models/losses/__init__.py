@@ -1,0 +1,4 @@
+
+from .bg_fg_cross_entropy_loss import BgFgCrossEntropyLoss  # noqa: F401
+from .fsr_loss import FSRCertainLoss, FSRUncertainLoss  # noqa: F401
+from .patch_token_contrast_loss import PatchTokenContrastLoss  # noqa: F401

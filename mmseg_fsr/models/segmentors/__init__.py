@@ -1,0 +1,1 @@
+from .fsr_segmentor import FSRSegmentor  # noqa: F401

@@ -1,0 +1,8 @@
+from .cam import (cams_to_labels, cams_to_pseudo_labels, flip_fused_cam,
+                  min_max_normalize)
+from .par import PixelAdaptiveRefiner, refine_pseudo_labels
+
+__all__ = [
+    'cams_to_labels', 'cams_to_pseudo_labels', 'flip_fused_cam',
+    'min_max_normalize', 'PixelAdaptiveRefiner', 'refine_pseudo_labels'
+]

@@ -1,0 +1,150 @@
+"""Every config builds; the paper configs train one iteration on CPU."""
+import copy
+import glob
+import json
+import os
+import os.path as osp
+import shutil
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.logging import MessageHub
+from mmengine.optim import build_optim_wrapper
+from mmengine.registry import init_default_scope
+from mmengine.runner import Runner
+from mmseg.registry import MODELS
+
+from mmseg_fsr.testing import CPU_CONFIG
+from mmseg_fsr.utils.config_utils import set_data_root
+
+CONFIG_DIR = osp.join(osp.dirname(CPU_CONFIG), '..')
+FSR_CONFIGS = sorted(
+    glob.glob(osp.join(CONFIG_DIR, 'fsr', '**', '*.py'), recursive=True))
+VOC_PAPER = osp.join(CONFIG_DIR, 'fsr',
+                     'fsr_vit-b16_4xb2-20k_voc12aug-448x448.py')
+COCO_PAPER = osp.join(CONFIG_DIR, 'fsr',
+                      'fsr_vit-b16_4xb2-80k_coco2014-448x448.py')
+
+
+def without_pretrained(model_cfg):
+    """Full-size configs point at ImageNet weights that CI does not have."""
+    model_cfg = copy.deepcopy(model_cfg)
+    model_cfg.backbone.pop('init_cfg', None)
+    return model_cfg
+
+
+@pytest.mark.parametrize('path', FSR_CONFIGS,
+                         ids=[osp.basename(p) for p in FSR_CONFIGS])
+def test_config_builds_model(path):
+    init_default_scope('mmseg')
+    cfg = Config.fromfile(path)
+    assert cfg.custom_imports.imports == ['mmseg_fsr']
+    model = MODELS.build(without_pretrained(cfg.model))
+    assert model.num_classes == model.cam_head.num_classes + 1
+
+
+def test_paper_optimizer_groups():
+    """10x lr on the heads; no decay on norms, biases and tokens."""
+    init_default_scope('mmseg')
+    cfg = Config.fromfile(VOC_PAPER)
+    cfg.model.backbone.num_layers = 2
+    cfg.model.backbone.out_indices = (0, 1)
+    model = MODELS.build(without_pretrained(cfg.model))
+    optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    names = {id(p): n for n, p in model.named_parameters()}
+    seen = set()
+    for group in optim_wrapper.optimizer.param_groups:
+        for param in group['params']:
+            name = names[id(param)]
+            seen.add(name)
+            head = name.split('.')[0] in ('cam_head', 'decode_head',
+                                          'aggregation_head')
+            assert group['lr'] == pytest.approx(6e-5 * (10 if head else 1)), \
+                name
+            no_decay = param.ndim <= 1 or name.split('.')[-1] in (
+                'pos_embed', 'cls_token', 'mask_token')
+            assert group['weight_decay'] == (0 if no_decay else 0.05), name
+    assert not any(n.startswith('teacher.') for n in seen)
+    assert 'backbone.mask_token' in seen
+
+
+def shrink_crop(pipeline, crop):
+    """Set every RandomResizedCrop of a (nested) pipeline to ``crop``."""
+    for transform in pipeline:
+        if transform['type'].endswith('RandomResizedCrop'):
+            transform['scale'] = crop
+        for views in transform.get('transforms', []):
+            shrink_crop(views, crop)
+
+
+def one_paper_iteration(cfg, data_root, tmp_path):
+    """Build data and model from a paper config and run one train step."""
+    set_data_root(cfg, data_root)
+    cfg.work_dir = str(tmp_path)
+    loader_cfg = copy.deepcopy(cfg.train_dataloader)
+    loader_cfg.update(num_workers=0, persistent_workers=False)
+    loader_cfg.sampler = dict(type='DefaultSampler', shuffle=False)
+    shrink_crop(loader_cfg.dataset.pipeline, 64)
+    loader = Runner.build_dataloader(loader_cfg, seed=0)
+    model = MODELS.build(without_pretrained(cfg.model))
+    model.init_weights()
+    model.train()
+    optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    hub = MessageHub.get_current_instance()
+    # the last iteration: every staged loss is on
+    hub.update_info('iter', cfg.train_cfg.max_iters - 1)
+    hub.update_info('max_iters', cfg.train_cfg.max_iters)
+    try:
+        log_vars = model.train_step(next(iter(loader)), optim_wrapper)
+    finally:
+        hub.runtime_info.pop('iter')
+        hub.runtime_info.pop('max_iters')
+    for key in ('loss_cls', 'loss_aff', 'decode.loss_seg', 'loss_fsr_u',
+                'loss_fsr_c'):
+        assert torch.isfinite(torch.as_tensor(log_vars[key])), key
+    return loader.dataset
+
+
+def test_voc_paper_config_trains_one_iteration(synthetic_voc, tmp_path):
+    init_default_scope('mmseg')
+    cfg = Config.fromfile(VOC_PAPER)
+    dataset = one_paper_iteration(cfg, synthetic_voc, tmp_path)
+    assert type(dataset).__name__ == 'WSSSVOCDataset'
+    assert len(dataset) == 16  # aug.txt of the synthetic folder
+
+
+@pytest.fixture
+def coco_layout(synthetic_voc, tmp_path):
+    """The synthetic images in the COCO 2014 layout of the converter."""
+    root = tmp_path / 'coco2014'
+    labels = {}
+    for split, voc_split in (('train', 'train'), ('val', 'val')):
+        names = open(osp.join(synthetic_voc, 'ImageSets/Segmentation',
+                              f'{voc_split}.txt')).read().split()
+        os.makedirs(root / f'{split}2014')
+        os.makedirs(root / 'SegmentationClass' / f'{split}2014')
+        for name in names:
+            shutil.copy(osp.join(synthetic_voc, 'JPEGImages', f'{name}.jpg'),
+                        root / f'{split}2014' / f'{name}.jpg')
+            shutil.copy(
+                osp.join(synthetic_voc, 'SegmentationClass', f'{name}.png'),
+                root / 'SegmentationClass' / f'{split}2014' / f'{name}.png')
+            labels[name] = [1]
+        os.makedirs(root / 'ImageSets', exist_ok=True)
+        (root / 'ImageSets' / f'{split}.txt').write_text('\n'.join(names))
+    (root / 'ImageSets' / 'val_5k.txt').write_text(
+        (root / 'ImageSets' / 'val.txt').read_text())
+    (root / 'cls_labels_coco.json').write_text(json.dumps(labels))
+    return str(root)
+
+
+def test_coco_paper_config_trains_one_iteration(coco_layout, tmp_path):
+    init_default_scope('mmseg')
+    cfg = Config.fromfile(COCO_PAPER)
+    assert cfg.model.decode_head.num_classes == 81
+    assert cfg.model.pseudo_label_cfg.high_thr == 0.65
+    assert dict(cfg.model.loss_start_iters) == dict(fsr=0, seg=8000,
+                                                     aff=12000)
+    dataset = one_paper_iteration(cfg, coco_layout, tmp_path)
+    assert len(dataset.metainfo['classes']) == 81

@@ -1,0 +1,248 @@
+"""Tests of ``FSRTeacherHook`` and ``FSRSegmentor.update_teacher``."""
+import copy
+import math
+import os.path as osp
+import socket
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.distributed as dist
+from mmengine.config import Config
+from mmengine.model import MMDistributedDataParallel, is_model_wrapper
+from mmengine.registry import init_default_scope
+from mmseg.registry import HOOKS, MODELS
+from mmseg.structures import SegDataSample
+
+import mmseg_fsr  # noqa: F401  (registers the modules)
+from mmseg_fsr.engine.hooks.fsr_teacher_hook import FSRTeacherHook
+
+CONFIG = osp.join(
+    osp.dirname(__file__), '..', '..', 'configs', 'fsr',
+    'fsr_vit-tiny-p8_1xb8-400_synthvoc-64x64.py')
+VOC_CLASSES = tuple(f'c{i}' for i in range(21))
+
+
+@pytest.fixture(scope='module')
+def tiny_cfg():
+    init_default_scope('mmseg')
+    m = Config.fromfile(CONFIG).model
+    # shrink the CPU config further: 32x32 input, 16-d tokens, 2 layers
+    m.backbone.update(
+        img_size=(32, 32),
+        embed_dims=16,
+        num_layers=2,
+        num_heads=2,
+        out_indices=(0, 1))
+    m.cam_head.in_channels = 16
+    m.decode_head.update(in_channels=16, channels=8)
+    m.aggregation_head.update(in_channels=16, num_heads=2)
+    m.aggregation_head.projector.update(
+        in_channels=16,
+        hidden_channels=16,
+        bottleneck_channels=8,
+        out_channels=16)
+    m.uncertain_loss.out_channels = 16
+    m.certain_loss.out_channels = 16
+    m.pseudo_label_cfg.update(
+        cam_scales=(1.0, ), par=dict(dilations=(1, ), num_iter=1))
+    m.loss_start_iters = dict(seg=0, aff=0, fsr=0)
+    return m
+
+
+def _build(cfg):
+    init_default_scope('mmseg')
+    torch.manual_seed(0)
+    model = MODELS.build(copy.deepcopy(cfg))
+    model.init_weights()
+    return model
+
+
+def _scramble_teacher(model):
+    """Give the teacher weights that differ from the student's."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for t in model.teacher.state_dict().values():
+            if t.is_floating_point():
+                t.copy_(torch.randn(t.shape, generator=g))
+
+
+def _float_pairs(model):
+    pairs = []
+    for name in ('backbone', 'aggregation_head'):
+        student = getattr(model, name).state_dict()
+        teacher = model.teacher[name].state_dict()
+        assert student.keys() == teacher.keys()
+        pairs += [(f'{name}.{k}', student[k], teacher[k]) for k in student
+                  if teacher[k].is_floating_point()]
+    assert len(pairs) > 20
+    return pairs
+
+
+# ------------------------------------------------------------ momentum
+def test_momentum_schedule_values():
+    hook = FSRTeacherHook()
+    assert hook.momentum == 0.9995 and hook.end_momentum == 1.0
+    # cosine from 0.9995 (first iteration) to 1.0 (last), T = 101
+    assert hook.momentum_at(0, 101) == pytest.approx(0.9995, abs=1e-12)
+    assert hook.momentum_at(50, 101) == pytest.approx(0.99975, abs=1e-12)
+    assert hook.momentum_at(100, 101) == pytest.approx(1.0, abs=1e-12)
+    # a quarter of the way: 1 - 0.0005 * (1 + cos(pi / 4)) / 2
+    assert hook.momentum_at(25, 101) == pytest.approx(
+        1 - 0.0005 * (1 + math.sqrt(0.5)) / 2, abs=1e-12)
+    values = [hook.momentum_at(t, 101) for t in range(101)]
+    assert all(a <= b for a, b in zip(values, values[1:]))
+    # beyond the end (e.g. resumed with fewer iterations) stays at the end
+    assert hook.momentum_at(500, 101) == pytest.approx(1.0)
+    # degenerate one-iteration run does not divide by zero
+    assert hook.momentum_at(0, 1) == pytest.approx(0.9995)
+
+
+def test_momentum_custom_range():
+    hook = FSRTeacherHook(momentum=0.5, end_momentum=0.9)
+    assert hook.momentum_at(0, 11) == pytest.approx(0.5)
+    assert hook.momentum_at(5, 11) == pytest.approx(0.7)
+    assert hook.momentum_at(10, 11) == pytest.approx(0.9)
+
+
+@pytest.mark.parametrize('momentum,end_momentum', [(-0.1, 1.0), (0.9, 1.1),
+                                                   (0.99, 0.9), (1.5, 2.0)])
+def test_invalid_momenta_raise(momentum, end_momentum):
+    with pytest.raises(ValueError):
+        FSRTeacherHook(momentum=momentum, end_momentum=end_momentum)
+
+
+def test_hook_registered():
+    hook = HOOKS.build(dict(type='FSRTeacherHook', momentum=0.99))
+    assert isinstance(hook, FSRTeacherHook) and hook.momentum == 0.99
+
+
+# ------------------------------------------------------- update_teacher
+def test_teacher_starts_as_student_copy(tiny_cfg):
+    model = _build(tiny_cfg)
+    for name, s, t in _float_pairs(model):
+        assert torch.equal(s, t), name
+        assert s.data_ptr() != t.data_ptr(), name
+    assert all(not p.requires_grad for p in model.teacher.parameters())
+
+
+@pytest.mark.parametrize('m', [0.0, 0.3, 0.9, 1.0])
+def test_update_teacher_is_ema(tiny_cfg, m):
+    model = _build(tiny_cfg)
+    _scramble_teacher(model)
+    before = {n: (s.clone(), t.clone()) for n, s, t in _float_pairs(model)}
+    model.update_teacher(m)
+    for name, s, t in _float_pairs(model):
+        s0, t0 = before[name]
+        assert torch.equal(s, s0), f'student changed: {name}'
+        assert torch.allclose(t, m * t0 + (1 - m) * s0, atol=1e-6), name
+
+
+def test_teacher_gets_no_grad(tiny_cfg):
+    model = _build(tiny_cfg)
+    model.train()
+    assert not model.teacher.training
+    torch.manual_seed(0)
+    samples = []
+    for i in range(2):
+        s = SegDataSample(metainfo=dict(img_path=f'{i}.jpg'))
+        s.gt_class_labels = torch.zeros(20)
+        s.gt_class_labels[3 * i] = 1
+        samples.append(s)
+    losses = model.loss(torch.randn(2, 2, 3, 32, 32), samples)
+    assert 'loss_fsr_c' in losses and 'loss_fsr_u' in losses
+    sum(v for k, v in losses.items() if 'loss' in k).backward()
+    for name, p in model.teacher.named_parameters():
+        assert p.grad is None, name
+        assert not p.requires_grad, name
+    assert model.backbone.patch_embed.projection.weight.grad is not None
+    assert model.aggregation_head.projector.mlp[0].weight.grad is not None
+
+
+# ----------------------------------------------------------------- hook
+def _runner(model, it=50, max_iters=101, classes=VOC_CLASSES):
+    dataset = SimpleNamespace(metainfo=dict(classes=classes))
+    return SimpleNamespace(
+        model=model,
+        iter=it,
+        max_iters=max_iters,
+        train_dataloader=SimpleNamespace(dataset=dataset))
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def gloo_group():
+    created = not dist.is_initialized()
+    if created:
+        dist.init_process_group(
+            'gloo',
+            init_method=f'tcp://127.0.0.1:{_free_port()}',
+            rank=0,
+            world_size=1)
+    yield
+    if created:
+        dist.destroy_process_group()
+
+
+def test_hook_updates_teacher_through_ddp_wrapper(tiny_cfg, gloo_group):
+    model = _build(tiny_cfg)
+    _scramble_teacher(model)
+    before = {n: (s.clone(), t.clone()) for n, s, t in _float_pairs(model)}
+    wrapped = MMDistributedDataParallel(module=model)
+    assert is_model_wrapper(wrapped)
+    hook = FSRTeacherHook(momentum=0.5, end_momentum=1.0)
+    runner = _runner(wrapped, it=50, max_iters=101)
+    hook.before_train(runner)
+    hook.after_train_iter(runner, batch_idx=0)
+    m = 0.75  # 1 - 0.5 * (1 + cos(pi / 2)) / 2
+    for name, s, t in _float_pairs(model):
+        s0, t0 = before[name]
+        assert torch.allclose(t, m * t0 + (1 - m) * s0, atol=1e-6), name
+
+
+def test_hook_unwrapped_model_last_iter_keeps_teacher(tiny_cfg):
+    model = _build(tiny_cfg)
+    _scramble_teacher(model)
+    before = {n: t.clone() for n, _, t in _float_pairs(model)}
+    hook = FSRTeacherHook()
+    runner = _runner(model, it=100, max_iters=101)  # momentum 1.0
+    hook.before_train(runner)
+    hook.after_train_iter(runner, batch_idx=0)
+    for name, _, t in _float_pairs(model):
+        assert torch.equal(t, before[name]), name
+
+
+def test_hook_skips_models_without_fsr():
+    calls = []
+    model = SimpleNamespace(
+        with_fsr=False, num_classes=21, update_teacher=calls.append)
+    runner = _runner(model)
+    hook = FSRTeacherHook()
+    hook.before_train(runner)
+    hook.after_train_iter(runner, batch_idx=0)
+    assert calls == []
+    model.with_fsr = True
+    hook.after_train_iter(runner, batch_idx=0)
+    assert calls == [pytest.approx(0.99975)]
+
+
+def test_before_train_wrong_class_count(tiny_cfg):
+    model = _build(tiny_cfg)
+    assert model.num_classes == 21
+    hook = FSRTeacherHook()
+    with pytest.raises(ValueError, match='wrong class count'):
+        hook.before_train(_runner(model, classes=VOC_CLASSES[:5]))
+    with pytest.raises(ValueError, match='wrong class count'):
+        hook.before_train(_runner(model, classes=VOC_CLASSES[1:]))
+    hook.before_train(_runner(model, classes=None))  # unknown: no check
+
+
+def test_before_train_needs_teacher():
+    model = SimpleNamespace(num_classes=21)  # no update_teacher
+    with pytest.raises(TypeError):
+        FSRTeacherHook().before_train(_runner(model))

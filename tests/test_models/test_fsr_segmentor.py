@@ -1,0 +1,259 @@
+"""FSRSegmentor: mmseg's generic segmentor checks, label handling, reuse."""
+import copy
+
+import pytest
+import torch
+from mmengine.logging import MessageHub
+from mmengine.optim import OptimWrapper
+from mmengine.structures import PixelData
+from mmseg.registry import MODELS
+from mmseg.structures import SegDataSample
+
+import mmseg_fsr.models.segmentors.fsr_segmentor as fsr_module
+
+from mmseg_fsr.testing import tiny_fsr_model_cfg
+
+CROP = 32
+
+
+def build(**overrides):
+    model = MODELS.build(tiny_fsr_model_cfg(CROP, **overrides))
+    model.init_weights()
+    return model
+
+
+@pytest.fixture(autouse=True)
+def outside_runner():
+    """No Runner iteration info: every warm-up counts as finished."""
+    hub = MessageHub.get_current_instance()
+    saved = {k: hub.runtime_info.pop(k, None) for k in ('iter', 'max_iters')}
+    yield
+    hub.runtime_info.update({k: v for k, v in saved.items() if v is not None})
+
+
+def stock_batch(num_images=2, num_classes=21, size=CROP, seed=0):
+    """A batch as mmseg's own segmentor tests make it: uint8 images and
+    random ground-truth masks, no image-level label."""
+    g = torch.Generator().manual_seed(seed)
+    inputs, samples = [], []
+    for _ in range(num_images):
+        inputs.append(torch.randint(0, 256, (3, size, size), generator=g,
+                                    dtype=torch.uint8))
+        seg = torch.randint(0, num_classes, (1, size, size), generator=g)
+        sample = SegDataSample(gt_sem_seg=PixelData(data=seg))
+        sample.set_metainfo(dict(img_shape=(size, size),
+                                 ori_shape=(size, size),
+                                 pad_shape=(size, size)))
+        samples.append(sample)
+    return dict(inputs=inputs, data_samples=samples)
+
+
+def two_view_batch(labels, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    inputs = torch.randn(len(labels), 2, 3, CROP, CROP, generator=g)
+    samples = []
+    for i, present in enumerate(labels):
+        sample = SegDataSample(metainfo=dict(img_path=f'img{i}.jpg'))
+        sample.gt_class_labels = torch.zeros(20)
+        sample.gt_class_labels[list(present)] = 1
+        samples.append(sample)
+    return inputs, samples
+
+
+# -------------------------------------------------- mmseg's generic checks
+@pytest.mark.parametrize('with_fsr', [True, False])
+def test_generic_segmentor_modes(with_fsr):
+    # stock configs give the pre-processor the crop size to pad to
+    overrides = dict(data_preprocessor=dict(size=(CROP, CROP)))
+    if not with_fsr:
+        overrides.update(uncertain_loss=None, certain_loss=None)
+    model = build(**overrides)
+    assert hasattr(model, 'teacher') == with_fsr
+    data = model.data_preprocessor(stock_batch(), True)
+
+    losses = model.forward(**data, mode='loss')
+    assert {'loss_cls', 'loss_cls_aux', 'loss_aff',
+            'decode.loss_seg'} <= set(losses)
+    assert ('loss_fsr_u' in losses) == with_fsr
+    assert all(torch.isfinite(v).all() for v in losses.values())
+
+    optim_wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1))
+    log_vars = model.train_step(stock_batch(), optim_wrapper)
+    assert 'loss' in log_vars
+
+    model.eval()
+    for step in (model.val_step, model.test_step):
+        results = step(stock_batch())
+        assert results[0].pred_sem_seg.shape == (CROP, CROP)
+        assert results[0].seg_logits.data.shape == (21, CROP, CROP)
+    data = model.data_preprocessor(stock_batch(), False)
+    predictions = model.forward(**data, mode='predict')
+    assert len(predictions) == 2
+    logits = model.forward(data['inputs'], mode='tensor')
+    assert logits.shape == (2, 21, CROP // 8, CROP // 8)
+
+
+def test_predict_outputs_cams_and_pseudo_labels():
+    model = build().eval()
+    data = model.data_preprocessor(stock_batch(1), False)
+    sample = model.predict(**data)[0]
+    assert sample.pred_cams.data.shape == (20, CROP, CROP)
+    assert 0 <= float(sample.pred_cams.data.min())
+    assert float(sample.pred_cams.data.max()) <= 1
+    present = set(data['data_samples'][0].gt_sem_seg.data.unique().tolist())
+    for key in ('pred_cam_label', 'pred_par_label'):
+        values = set(sample.get(key).data.unique().tolist())
+        assert values <= present | {255}
+
+
+# ------------------------------------------------------------ gradients
+def test_gradients_reach_student_never_teacher():
+    model = build().train()
+    inputs, samples = two_view_batch([[0], [1, 2]])
+    losses = model.loss(inputs, samples)
+    sum(v for k, v in losses.items() if 'loss' in k).backward()
+    assert model.backbone.mask_token.grad.abs().sum() > 0
+    for name, param in model.aggregation_head.named_parameters():
+        if param.requires_grad:
+            assert param.grad is not None and param.grad.abs().sum() > 0, name
+    assert model.cam_head.classifier.weight.grad.abs().sum() > 0
+    assert model.decode_head.conv_seg.weight.grad.abs().sum() > 0
+    for name, param in model.teacher.named_parameters():
+        assert not param.requires_grad and param.grad is None, name
+
+
+def test_teacher_changes_only_through_update():
+    model = build().train()
+    teacher_before = copy.deepcopy(model.teacher.state_dict())
+    optim_wrapper = OptimWrapper(
+        torch.optim.AdamW(model.parameters(), lr=1e-2))
+    inputs, samples = two_view_batch([[0], [3]])
+    optim_wrapper.update_params(
+        sum(v for k, v in model.loss(inputs, samples).items() if 'loss' in k))
+    for key, value in model.teacher.state_dict().items():
+        assert torch.equal(value, teacher_before[key]), key
+    model.update_teacher(0.5)
+    student = model.backbone.state_dict()
+    teacher = model.teacher['backbone'].state_dict()
+    key = 'layers.0.ffn.layers.1.weight'
+    expected = 0.5 * teacher_before[f'backbone.{key}'] + 0.5 * student[key]
+    torch.testing.assert_close(teacher[key], expected)
+
+
+# ------------------------------------------------------- labels only
+def test_pixel_labels_never_reach_the_losses():
+    """Same image labels, noise masks: identical losses."""
+    model = build().train()
+    twin = copy.deepcopy(model)  # the loss centers move on every call
+    inputs, samples = two_view_batch([[0, 4], [7]])
+    noisy = copy.deepcopy(samples)
+    for sample in noisy:
+        sample.gt_sem_seg = PixelData(
+            data=torch.randint(0, 21, (1, CROP, CROP)))
+    torch.manual_seed(0)
+    clean_losses = model.loss(inputs, samples)
+    torch.manual_seed(0)
+    noisy_losses = twin.loss(inputs, noisy)
+    assert clean_losses.keys() == noisy_losses.keys()
+    for key in clean_losses:
+        assert torch.equal(clean_losses[key], noisy_losses[key]), key
+
+
+def test_labels_from_masks_in_stock_batches():
+    model = build()
+    sample = SegDataSample(gt_sem_seg=PixelData(
+        data=torch.tensor([[[0, 3, 255], [20, 3, 0]]])))
+    labels = model._image_labels([sample])
+    assert labels.nonzero()[:, 1].tolist() == [2, 19]
+
+
+# ---------------------------------------------------------- bad input
+def test_wrong_class_count_and_empty_label_set():
+    model = build().train()
+    inputs, samples = two_view_batch([[0]])
+    samples[0].gt_class_labels = torch.ones(80)
+    with pytest.raises(ValueError, match='wrong class count.*img0.jpg'):
+        model.loss(inputs, samples)
+    samples[0].gt_class_labels = torch.zeros(20)
+    with pytest.raises(ValueError, match='empty label set.*img0.jpg'):
+        model.loss(inputs, samples)
+    sample = SegDataSample(gt_sem_seg=PixelData(
+        data=torch.full((1, CROP, CROP), 40)))
+    with pytest.raises(ValueError, match='wrong class count.*class 40'):
+        model._image_labels([sample])
+
+
+def test_crop_not_multiple_of_patch_size():
+    model = build().train()
+    inputs, samples = two_view_batch([[0]])
+    with pytest.raises(ValueError, match='not a multiple of the backbone '
+                       'patch size 8'):
+        model.loss(inputs[..., :30, :30], samples)
+
+
+@pytest.mark.parametrize('overrides, message', [
+    (dict(cam_head=dict(num_classes=80)), 'wrong class count'),
+    (dict(pseudo_label_cfg=dict(low_thr=0.8)), 'thresholds out of order'),
+    (dict(mask_neck=None), 'need both mask_neck'),
+    (dict(loss_start_iters=dict(decoder=3)), 'unknown loss_start_iters'),
+    (dict(mask_cam_source='teacher'), 'mask_cam_source'),
+])
+def test_invalid_settings_fail_at_build(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        MODELS.build(tiny_fsr_model_cfg(CROP, **overrides))
+
+
+def test_fsr_needs_a_maskable_backbone():
+    cfg = tiny_fsr_model_cfg(CROP)
+    cfg.backbone.type = 'VisionTransformer'
+    cfg.backbone.pop('init_cfg', None)
+    with pytest.raises(TypeError, match='forward_with_cls_token'):
+        MODELS.build(cfg)
+
+
+# --------------------------------------------------- work per iteration
+def count_calls(monkeypatch, owner, name):
+    calls = []
+    original = getattr(owner, name)
+
+    def wrapper(*args, **kwargs):
+        calls.append((args, kwargs))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, wrapper)
+    return calls
+
+
+@pytest.mark.parametrize('mask_cam_source, cam_batch', [('multi_scale', 4),
+                                                          ('single_scale',
+                                                           2)])
+def test_multi_scale_cam_computed_once_per_iteration(monkeypatch,
+                                                     mask_cam_source,
+                                                     cam_batch):
+    model = build(mask_cam_source=mask_cam_source).train()
+    cam_calls = count_calls(monkeypatch, model, 'multi_scale_cams')
+    par_calls = count_calls(monkeypatch, fsr_module, 'refine_pseudo_labels')
+    inputs, samples = two_view_batch([[0], [1]])
+    model.loss(inputs, samples)
+    # one batched pass: view 1 (and view 2 when it picks the mask)
+    assert len(cam_calls) == 1
+    assert cam_calls[0][0][0].shape[0] == cam_batch
+    assert len(par_calls) == 1
+    assert par_calls[0][0][1].shape[0] == 2  # PAR on view 1 only
+
+
+def test_no_work_for_losses_not_started(monkeypatch):
+    hub = MessageHub.get_current_instance()
+    hub.update_info('iter', 5)
+    hub.update_info('max_iters', 100)
+    model = build(
+        loss_start_iters=dict(seg=10, aff=10, fsr=0),
+        mask_neck=dict(random_warmup_ratio=0.2)).train()
+    cam_calls = count_calls(monkeypatch, model, 'multi_scale_cams')
+    par_calls = count_calls(monkeypatch, fsr_module, 'refine_pseudo_labels')
+    inputs, samples = two_view_batch([[0], [1]])
+    losses = model.loss(inputs, samples)
+    # random masking phase, decoder and affinity off: no CAM, no PAR
+    assert cam_calls == [] and par_calls == []
+    assert 'decode.loss_seg' not in losses and 'loss_aff' not in losses
+    assert {'loss_fsr_u', 'loss_fsr_c'} <= set(losses)

@@ -1,0 +1,133 @@
+import pytest
+import torch
+from mmseg.registry import MODELS
+
+import mmseg_fsr  # noqa: F401  (registers the modules)
+from mmseg_fsr.models.necks import (select_random_tokens,
+                                    select_uncertain_tokens)
+
+T, F = True, False
+# Uncertain (0.2 < s < 0.7): indices 1, 2, 4. 0.7 itself is not (strict).
+SCORES = torch.tensor([[0.1, 0.5, 0.3, 0.9, 0.6, 0.7]])
+NOISE = torch.tensor([[0.9, 0.1, 0.5, 0.8, 0.3, 0.2]])
+
+
+@pytest.mark.parametrize(
+    'k, expected',
+    [
+        # Fewer uncertain than k: all 3 uncertain + others by highest u
+        # (0.9 at 0, then 0.8 at 3).
+        (5, [T, T, T, T, T, F]),
+        # Exactly k uncertain.
+        (3, [F, T, T, F, T, F]),
+        # More uncertain than k: the uncertain ones with highest u
+        # (0.5 at 2, 0.3 at 4), never the certain 0 despite u = 0.9.
+        (2, [F, F, T, F, T, F]),
+        (0, [F] * 6),
+    ])
+def test_select_uncertain_tokens_by_hand(k, expected):
+    mask = select_uncertain_tokens(SCORES, NOISE, 0.2, 0.7, k)
+    assert mask.dtype == torch.bool
+    assert mask.tolist() == [expected]
+
+
+def test_select_random_tokens_is_topk_of_noise():
+    assert select_random_tokens(NOISE, 2).tolist() == [[T, F, F, T, F, F]]
+
+
+def _neck(**kwargs):
+    return MODELS.build(dict(type='UncertaintyMaskingNeck', **kwargs))
+
+
+@pytest.mark.parametrize('ratio, k', [(0.4, 10), (0.3, 7), (0.99, 24)])
+def test_k_is_floor_of_tokens_times_ratio(ratio, k):
+    neck = _neck(mask_ratio=ratio)
+    cams = torch.rand(3, 4, 80, 80)
+    labels = torch.tensor([[1, 0, 0, 1], [0, 1, 0, 0], [1, 1, 1, 1]])
+    mask = neck(cams, labels, (5, 5))
+    assert mask.shape == (3, 25) and mask.dtype == torch.bool
+    assert mask.sum(1).tolist() == [k] * 3
+
+
+@pytest.mark.parametrize(
+    'labels, expected',
+    [
+        # Only class 0 counts: block 0 uncertain, then highest u (block 3).
+        ([1, 0], [T, F, F, T]),
+        # Only class 1: block 1 uncertain (block 2's 0.9 is certain).
+        ([0, 1], [F, T, F, T]),
+        # Both: max over classes makes blocks 0 and 1 uncertain.
+        ([1, 1], [T, T, F, F]),
+    ])
+def test_absent_classes_are_ignored(labels, expected):
+    neck = _neck(mask_ratio=0.5)
+    cams = torch.tensor([[[[0.5, 0.0], [0.0, 0.0]], [[0.0, 0.5], [0.9, 0.0]]]])
+    noise = torch.tensor([[0.1, 0.2, 0.3, 0.9]])
+    mask = neck(cams, torch.tensor([labels]), (2, 2), noise=noise)
+    assert mask.tolist() == [expected]
+
+
+def _block_cams():
+    """128x128 px CAM: only the top-right 64 px block *averages* 0.5."""
+    cams = torch.zeros(1, 1, 128, 128)
+    cams[..., 64:, :64] = 1.  # bottom-left: certain foreground
+    cams[..., :64, 64:96] = 1.  # top-right: half 1, half 0 -> mean 0.5
+    return cams
+
+
+def test_block_masking_masks_4x4_patch_blocks():
+    neck = _neck(mask_ratio=0.5, block_size=64)
+    # Block 1 is uncertain; then block 2 has the highest u of the others.
+    noise = torch.tensor([[0.1, 0.0, 0.9, 0.2]])
+    mask = neck(_block_cams(), torch.ones(1, 1), (8, 8), noise=noise)
+    assert mask.shape == (1, 64)
+    block_mask = torch.tensor([[F, T], [T, F]])
+    expected = block_mask.repeat_interleave(4, 0).repeat_interleave(4, 1)
+    assert torch.equal(mask.view(8, 8), expected)
+
+
+def test_random_warmup_and_random_strategy_ignore_cams():
+    noise = torch.tensor([[0.1, 0.0, 0.9, 0.2]])
+    labels = torch.ones(1, 1)
+    by_noise = torch.tensor([[F, F, T, T]])  # blocks 2, 3: highest u
+    neck = _neck(mask_ratio=0.5, block_size=64, random_warmup_ratio=0.2)
+
+    def blocks(mask):
+        return mask.view(1, 2, 4, 2, 4)[:, :, 0, :, 0].reshape(1, 4)
+
+    warm = neck(_block_cams(), labels, (8, 8), progress=0.1, noise=noise)
+    assert torch.equal(blocks(warm), by_noise)
+    late = neck(_block_cams(), labels, (8, 8), progress=0.2, noise=noise)
+    assert blocks(late).tolist() == [[F, T, T, F]]
+
+    neck = _neck(mask_ratio=0.5, block_size=64, strategy='random')
+    out = neck(_block_cams(), labels, (8, 8), progress=1.0, noise=noise)
+    assert torch.equal(blocks(out), by_noise)
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(mask_ratio=0.), 'mask_ratio'),
+    (dict(mask_ratio=1.), 'mask_ratio'),
+    (dict(uncertain_range=(0.7, 0.2)), 'out of order'),
+    (dict(uncertain_range=(0.5, 0.5)), 'out of order'),
+    (dict(uncertain_range=(-0.1, 0.5)), 'out of order'),
+    (dict(uncertain_range=(0.2, 1.1)), 'out of order'),
+    (dict(block_size=24), 'multiple of patch_size'),
+    (dict(block_size=0), 'multiple of patch_size'),
+    (dict(strategy='foo'), 'strategy'),
+    (dict(random_warmup_ratio=1.5), 'random_warmup_ratio'),
+])
+def test_invalid_settings_raise_at_build(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        _neck(**kwargs)
+
+
+def test_invalid_inputs_raise():
+    neck = _neck(block_size=64)
+    cams, labels = torch.rand(2, 3, 16, 16), torch.ones(2, 3)
+    with pytest.raises(ValueError, match='not divisible'):
+        neck(cams, labels, (6, 8))
+    with pytest.raises(ValueError, match='noise'):
+        neck(cams, labels, (8, 8), noise=torch.rand(2, 5))
+    with pytest.raises(ValueError, match='img_labels'):
+        neck(cams, torch.ones(2, 4), (8, 8))

@@ -1,0 +1,153 @@
+# Copyright (c) OpenMMLab. All rights reserved.
+# Adapted for mmseg-fsr: imports ``mmseg_fsr`` so its modules are registered
+# and mmengine checkpoints load under torch >= 2.6's weights_only default.
+"""Test (and evaluate) a segmentor with MMSegmentation 1.x + mmseg-fsr.
+
+Examples::
+
+    python tools/test.py configs/fsr/<config>.py work_dirs/x/iter_20000.pth
+    python tools/test.py <config> <ckpt> --tta             # multi-scale+flip
+    python tools/test.py <config> <ckpt> --out preds/      # save predictions
+    python tools/test.py <config> <ckpt> --show-dir vis/   # painted images
+    bash tools/dist_test.sh <config> <ckpt> 4
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+
+def _import_plugin():
+    try:
+        import mmseg_fsr  # noqa: F401
+    except ImportError:
+        sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+        import mmseg_fsr  # noqa: F401
+
+
+def parse_args(argv=None):
+    from mmengine.config import DictAction
+
+    parser = argparse.ArgumentParser(
+        description='MMSeg (+ mmseg-fsr) test (and eval) a model')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument(
+        '--work-dir',
+        help=('if specified, the evaluation metric results will be dumped '
+              'into the directory as json'))
+    parser.add_argument(
+        '--out',
+        type=str,
+        help='the directory to save output prediction for offline evaluation')
+    parser.add_argument(
+        '--show', action='store_true', help='show prediction results')
+    parser.add_argument(
+        '--show-dir',
+        help='directory where painted images will be saved. '
+        'If specified, it will be automatically saved '
+        'to the work_dir/timestamp/show_dir')
+    parser.add_argument(
+        '--wait-time', type=float, default=2, help='the interval of show (s)')
+    parser.add_argument(
+        '--data-root',
+        help='run on another data folder of the same layout: sets data_root '
+        'of every data loader\'s data set (--cfg-options data_root=... '
+        'cannot, configs substitute it when they are parsed)')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override some settings in the used config, the key-value pair '
+        'in xxx=yyy format will be merged into config file. If the value to '
+        'be overwritten is a list, it should be like key="[a,b]" or key=a,b '
+        'It also allows nested list/tuple values, e.g. key="[(a,b),(c,d)]" '
+        'Note that the quotation marks are necessary and that no white space '
+        'is allowed.')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    parser.add_argument(
+        '--tta',
+        action='store_true',
+        help='test time augmentation (the config\'s tta_model/tta_pipeline)')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def trigger_visualization_hook(cfg, args):
+    default_hooks = cfg.default_hooks
+    if 'visualization' in default_hooks:
+        visualization_hook = default_hooks['visualization']
+        # Turn on visualization
+        visualization_hook['draw'] = True
+        if args.show:
+            visualization_hook['show'] = True
+            visualization_hook['wait_time'] = args.wait_time
+        if args.show_dir:
+            visualizer = cfg.visualizer
+            visualizer['save_dir'] = args.show_dir
+    else:
+        raise RuntimeError(
+            'VisualizationHook must be included in default_hooks. '
+            'refer to usage '
+            '"visualization=dict(type=\'SegVisualizationHook\')"')
+    return cfg
+
+
+def main(argv=None):
+    args = parse_args(argv)
+
+    _import_plugin()
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+
+    # load config
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.data_root is not None:
+        from mmseg_fsr.utils.config_utils import set_data_root
+        set_data_root(cfg, args.data_root)
+
+    # work_dir is determined in this priority: CLI > segment in file > filename
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(args.config))[0])
+
+    cfg.load_from = args.checkpoint
+    cfg.resume = False
+
+    if args.show or args.show_dir:
+        cfg = trigger_visualization_hook(cfg, args)
+
+    if args.tta:
+        if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
+            raise KeyError('--tta needs `tta_model` and `tta_pipeline` in '
+                           f'the config {args.config}')
+        cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+        cfg.tta_model.module = cfg.model
+        cfg.model = cfg.tta_model
+
+    # add output_dir in metric
+    if args.out is not None:
+        cfg.test_evaluator['output_dir'] = args.out
+        cfg.test_evaluator['keep_results'] = True
+
+    # build the runner from config
+    runner = Runner.from_cfg(cfg)
+
+    # start testing
+    runner.test()
+
+
+if __name__ == '__main__':
+    main()
