@@ -60,7 +60,8 @@ def parse_args():
 
 def main() -> int:
     args = parse_args()
-    if not osp.isfile(osp.join(args.data_root, 'ImageSets/Segmentation/val.txt')):
+    val_list = osp.join(args.data_root, 'ImageSets/Segmentation/val.txt')
+    if not osp.isfile(val_list):
         print(json.dumps(generate_synthetic_voc(args.data_root), indent=1))
     cfg = Config.fromfile(args.config)
     set_data_root(cfg, args.data_root)

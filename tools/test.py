@@ -139,8 +139,12 @@ def main(argv=None):
 
     # add output_dir in metric
     if args.out is not None:
-        cfg.test_evaluator['output_dir'] = args.out
-        cfg.test_evaluator['keep_results'] = True
+        # the decoder's IoUMetric writes the predictions; with several
+        # metrics (CAM / PAR pseudo labels) it is the first one
+        evaluators = cfg.test_evaluator if isinstance(
+            cfg.test_evaluator, list) else [cfg.test_evaluator]
+        evaluators[0]['output_dir'] = args.out
+        evaluators[0]['keep_results'] = True
 
     # build the runner from config
     runner = Runner.from_cfg(cfg)

@@ -3,7 +3,8 @@
 # Train with the base config, then test with --tta:
 #   python tools/test.py configs/fsr/fsr_vit-b16_4xb2-20k_voc12aug-448x448_tta-crf.py \
 #       work_dirs/fsr_vit-b16_4xb2-20k_voc12aug-448x448/iter_20000.pth --tta
-# Without --tta this config tests like the base one (single scale, no CRF).
+# Without --tta: single scale, no CRF, like the base config but in batches of
+# crf_workers images (padded to the largest; use the base config for batch 1).
 _base_ = ['./fsr_vit-b16_4xb2-20k_voc12aug-448x448.py']
 
 # The first ratio is the view whose meta information (and CAM outputs) the
@@ -41,6 +42,7 @@ tta_model = dict(
         bilateral_srgb=5,
         bilateral_compat=4),
     crf_workers=crf_workers)
-# Images are inferred one at a time whatever the batch size; a batch of
-# crf_workers images keeps every CRF worker busy while the next image runs.
+# With --tta images are inferred one at a time whatever the batch size; a
+# batch of crf_workers images keeps every CRF worker busy while the next
+# image runs.
 test_dataloader = dict(batch_size=crf_workers)

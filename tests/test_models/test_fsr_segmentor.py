@@ -257,3 +257,12 @@ def test_no_work_for_losses_not_started(monkeypatch):
     assert cam_calls == [] and par_calls == []
     assert 'decode.loss_seg' not in losses and 'loss_aff' not in losses
     assert {'loss_fsr_u', 'loss_fsr_c'} <= set(losses)
+
+
+def test_cam_prediction_accepts_images_without_class():
+    """Scoring or exporting CAMs (e.g. COCO val) meets empty label sets."""
+    model = build().eval()
+    data = model.data_preprocessor(stock_batch(1), False)
+    data['data_samples'][0].gt_class_labels = torch.zeros(20)
+    sample = model.predict(**data)[0]
+    assert set(sample.pred_cam_label.data.unique().tolist()) == {0}

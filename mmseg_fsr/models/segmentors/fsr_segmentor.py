@@ -191,13 +191,13 @@ class FSRSegmentor(EncoderDecoder):
 
     @torch.no_grad()
     def update_teacher(self, momentum: float) -> None:
-        """EMA step ``teacher = momentum * teacher + (1 - momentum) * student``.
+        """EMA step: ``teacher = m * teacher + (1 - m) * student``.
 
         One fused ``foreach`` call over all tensors instead of a Python loop
         (mmengine's ``ExponentialMovingAverage`` loops per parameter).
 
         Args:
-            momentum (float): Weight of the old teacher, in [0, 1].
+            momentum (float): m, the weight of the old teacher, in [0, 1].
         """
         teacher, student = [], []
         for src, dst in self._teacher_pairs():
@@ -259,8 +259,14 @@ class FSRSegmentor(EncoderDecoder):
         return min_max_normalize(cam_sum), min_max_normalize(aux_sum)
 
     # ------------------------------------------------------------ inputs
-    def _image_labels(self, data_samples: SampleList) -> Tensor:
-        """Stack the image-level label vectors, (B, C)."""
+    def _image_labels(self,
+                      data_samples: SampleList,
+                      allow_empty: bool = False) -> Tensor:
+        """Stack the image-level label vectors, (B, C).
+
+        An empty label set is an error in training (``allow_empty=False``)
+        but a valid all-background image when scoring or exporting CAMs.
+        """
         num_fg = self.cam_head.num_classes
         ignore_index = self.pseudo_label_cfg['ignore_index']
         labels = []
@@ -273,7 +279,7 @@ class FSRSegmentor(EncoderDecoder):
                         f'wrong class count: {path} has a label vector of '
                         f'{label.numel()} classes, the model has {num_fg} '
                         'foreground classes')
-                if not label.any():
+                if not (allow_empty or label.any()):
                     raise ValueError(
                         f'empty label set: {path} has no foreground class; '
                         'WSSS training needs at least one')
@@ -522,14 +528,15 @@ class FSRSegmentor(EncoderDecoder):
     def _add_cam_predictions(self, inputs: Tensor,
                              data_samples: SampleList) -> None:
         cfg = self.pseudo_label_cfg
-        img_labels = self._image_labels(data_samples)
+        img_labels = self._image_labels(data_samples, allow_empty=True)
         cams, _ = self.multi_scale_cams(inputs)
         for i, sample in enumerate(data_samples):
             left, right, top, bottom = sample.metainfo.get(
                 'padding_size', [0] * 4)
             height, width = inputs.shape[-2:]
             unpadded = (slice(i, i + 1), slice(None),
-                        slice(top, height - bottom), slice(left, width - right))
+                        slice(top, height - bottom),
+                        slice(left, width - right))
             cam, image = (
                 resize(x[unpadded], sample.metainfo['ori_shape'],
                        mode='bilinear', align_corners=False)

@@ -1,0 +1,227 @@
+"""Offline CAM inference shared by the export and visualisation tools.
+
+Builds a trained ``FSRSegmentor`` with ``test_cfg.output_cams=True``, a
+loader over a whole split whose samples carry image-level labels and
+ground truth, and turns CAMs into label PNGs (optionally CRF-refined).
+"""
+import copy
+from typing import List, Optional, Sequence
+
+import numpy as np
+import torch.nn as nn
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+from mmengine.runner import Runner, load_checkpoint
+from mmseg.registry import MODELS
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from ..models.utils.dense_crf import dense_crf, read_rgb_image
+
+# VOC's colour of the 255 ('ignore' / object border) pixels.
+IGNORE_COLOUR = (224, 224, 192)
+IGNORE_INDEX = 255
+
+
+def cam_eval_pipeline(num_classes: int) -> List[dict]:
+    """Test pipeline that packs image labels and ground truth.
+
+    Image labels come from the mask (or the data set's label file);
+    ``allow_empty`` keeps background-only images in the split.
+
+    Args:
+        num_classes (int): Classes including background.
+
+    Returns:
+        list[dict]: Transform configs.
+    """
+    return [
+        dict(type='LoadImageFromFile'),
+        dict(type='LoadAnnotations'),
+        dict(
+            type='GenerateImageLabels',
+            num_classes=num_classes,
+            allow_empty=True),
+        dict(type='PackWSSSInputs', pack_seg_map=True),
+    ]
+
+
+def split_dataset_cfg(cfg: Config, split: str) -> dict:
+    """Data set config of a whole split, with :func:`cam_eval_pipeline`.
+
+    Args:
+        cfg (Config): Model / data config.
+        split (str): 'train' (the training data set of ``cfg``, e.g. VOC
+            train_aug), 'val' (its validation data set) or a split list
+            (``ann_file``, relative to ``data_root`` unless absolute) read
+            with the test data set's image and mask folders.
+
+    Returns:
+        dict: Data set config.
+
+    Raises:
+        ValueError: If 'train' / 'val' names a wrapped data set (e.g.
+            ``ConcatDataset``) rather than one with an ``ann_file``.
+    """
+    if split in ('train', 'val'):
+        dataset = copy.deepcopy(cfg[f'{split}_dataloader'].dataset)
+        if 'ann_file' not in dataset:
+            raise ValueError(
+                f'the {split} data set of the config is a {dataset.type}, '
+                'not a single split: pass its split list to --split instead')
+    else:
+        dataset = copy.deepcopy(cfg.test_dataloader.dataset)
+        dataset.ann_file = split
+    dataset.pipeline = cam_eval_pipeline(cfg.model.decode_head.num_classes)
+    return dataset
+
+
+def build_cam_model(cfg: Config, checkpoint: str,
+                    device: str) -> nn.Module:
+    """Trained segmentor that outputs CAMs and CAM labels, in eval mode.
+
+    Args:
+        cfg (Config): Config of an ``FSRSegmentor``.
+        checkpoint (str): Checkpoint file.
+        device (str): Torch device.
+
+    Returns:
+        nn.Module: The model.
+    """
+    init_default_scope(cfg.get('default_scope', 'mmseg'))
+    model_cfg = copy.deepcopy(cfg.model)
+    model_cfg.test_cfg.output_cams = True
+    model = MODELS.build(model_cfg)
+    load_checkpoint(model, checkpoint, map_location='cpu')
+    return model.to(device).eval()
+
+
+def build_split_loader(dataset: Dataset, num_workers: int = 2) -> DataLoader:
+    """One image per batch, in split order (native-size inference).
+
+    Args:
+        dataset (Dataset): Built data set, or a data set config.
+        num_workers (int): Loader processes.
+
+    Returns:
+        DataLoader: The loader.
+    """
+    return Runner.build_dataloader(
+        dict(
+            batch_size=1,
+            num_workers=num_workers,
+            persistent_workers=False,
+            sampler=dict(type='DefaultSampler', shuffle=False),
+            dataset=dataset))
+
+
+def save_label_png(label: np.ndarray, path: str,
+                   palette: Sequence[Sequence[int]]) -> None:
+    """Write a label map as a palette ('P' mode) PNG, like VOC's masks.
+
+    Args:
+        label (np.ndarray): Class ids in [0, 255], shape (H, W);
+            ``IGNORE_INDEX`` for ignored pixels.
+        path (str): Output file.
+        palette (Sequence): RGB colour per class (the data set's meta
+            ``palette``); 255 gets VOC's border colour.
+    """
+    lut = np.zeros((256, 3), np.uint8)
+    lut[:len(palette)] = np.asarray(palette, np.uint8)
+    lut[IGNORE_INDEX] = IGNORE_COLOUR
+    png = Image.fromarray(label.astype(np.uint8))
+    png.putpalette(lut.reshape(-1).tolist())  # 'L' -> 'P', ids unchanged
+    png.save(path)
+
+
+def crf_cam_label(image_rgb: np.ndarray,
+                  cams: np.ndarray,
+                  img_labels: np.ndarray,
+                  bg_score: float,
+                  crf_cfg: Optional[dict] = None) -> np.ndarray:
+    """Refine a CAM label with a dense CRF.
+
+    The CRF input is built only from the image's own classes: a constant
+    background score ``bg_score`` is stacked in front of their CAMs, and the
+    (K + 1) scores are divided by their per-pixel sum to give
+    probabilities. Without the CRF their argmax is exactly the CAM label
+    (``cams_to_labels`` with ``bg_thr = bg_score``); the CRF then moves
+    the label edges to image edges. The result has no ignore pixels.
+
+    Args:
+        image_rgb (np.ndarray): RGB image, shape (H, W, 3), uint8.
+        cams (np.ndarray): Normalised CAMs of all C foreground classes,
+            shape (C, H, W).
+        img_labels (np.ndarray): Multi-hot image labels, shape (C,).
+        bg_score (float): Background score, the CAM background threshold.
+        crf_cfg (dict, optional): Keyword arguments of ``dense_crf``.
+
+    Returns:
+        np.ndarray: Labels (0 = background, c + 1 = class c), shape (H, W),
+        uint8.
+    """
+    present = np.flatnonzero(img_labels)
+    scores = np.concatenate([
+        np.full((1, ) + cams.shape[1:], bg_score, np.float32),
+        cams[present].astype(np.float32)
+    ])
+    probs = scores / np.maximum(scores.sum(0, keepdims=True), 1e-5)
+    refined = dense_crf(image_rgb, probs, **(crf_cfg or {}))
+    class_ids = np.concatenate([[0], present + 1]).astype(np.uint8)
+    return class_ids[refined.argmax(0)]
+
+
+def export_crf_cam_label(img_path: str, cams: np.ndarray,
+                         img_labels: np.ndarray, bg_score: float,
+                         out_path: str,
+                         palette: Sequence[Sequence[int]]) -> str:
+    """:func:`crf_cam_label` of an image file, saved as a PNG (a pool job).
+
+    Args:
+        img_path (str): Image file (read as ``LoadImageFromFile`` does).
+        cams, img_labels, bg_score: See :func:`crf_cam_label`.
+        out_path (str): PNG to write.
+        palette (Sequence): See :func:`save_label_png`.
+
+    Returns:
+        str: ``out_path``.
+    """
+    label = crf_cam_label(read_rgb_image(img_path), cams, img_labels,
+                          bg_score)
+    save_label_png(label, out_path, palette)
+    return out_path
+
+
+def load_model_and_split(config: str,
+                         checkpoint: str,
+                         split: str,
+                         cfg_options: Optional[dict] = None,
+                         data_root: Optional[str] = None,
+                         device: Optional[str] = None) -> tuple:
+    """What the CAM tools start with: the CAM model and the split data set.
+
+    Args:
+        config (str): Config file.
+        checkpoint (str): Trained checkpoint.
+        split (str): See :func:`split_dataset_cfg`.
+        cfg_options (dict, optional): ``--cfg-options`` overrides.
+        data_root (str, optional): Replaces every data set's data root.
+        device (str, optional): Defaults to CUDA when available.
+
+    Returns:
+        tuple: ``(model, dataset)``.
+    """
+    import torch
+    from mmseg.registry import DATASETS
+
+    from .config_utils import set_data_root
+
+    cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if data_root:
+        set_data_root(cfg, data_root)
+    device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
+    model = build_cam_model(cfg, checkpoint, device)
+    dataset = DATASETS.build(split_dataset_cfg(cfg, split))
+    return model, dataset
