@@ -42,7 +42,9 @@ class PatchTokenContrastLoss(nn.Module):
             Tensor: Scalar loss.
         """
         tokens = F.normalize(tokens.flatten(2).float(), dim=1, eps=1e-8)
-        similarity = torch.bmm(tokens.transpose(1, 2), tokens).abs()
+        # autocast would run bmm in half precision despite the fp32 inputs
+        with torch.autocast(tokens.device.type, enabled=False):
+            similarity = torch.bmm(tokens.transpose(1, 2), tokens).abs()
         labels = token_labels.flatten(1)
         valid = labels != self.ignore_index
         pair_valid = valid[:, :, None] & valid[:, None, :]

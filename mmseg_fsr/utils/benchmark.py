@@ -1,0 +1,205 @@
+"""Timing and memory helpers shared by ``tools/analysis_tools/benchmark_*``."""
+import contextlib
+import resource
+import statistics
+import sys
+import time
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
+
+import torch
+import torch.nn as nn
+from mmengine.logging import MMLogger
+
+AMP_DTYPES = {'fp16': torch.float16, 'bf16': torch.bfloat16}
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued kernels, so that wall-clock time covers them."""
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], object], device: torch.device) -> float:
+    """Seconds one call of ``fn`` takes, device work included."""
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def interleaved_timings(steps: Dict[str, Callable[[], object]],
+                        rounds: int,
+                        warmup: int,
+                        device: torch.device) -> Dict[str, List[float]]:
+    """Time several step functions, interleaved round by round.
+
+    Every round runs each step once, in an order rotated by one per round, so
+    that slow drifts of a shared machine (other processes, thermal state)
+    hit all variants alike. The first ``warmup`` rounds are not recorded.
+
+    Args:
+        steps (dict[str, callable]): Name -> one step, no arguments.
+        rounds (int): Recorded rounds.
+        warmup (int): Rounds run before recording.
+        device (torch.device): Device to synchronise.
+
+    Returns:
+        dict[str, list[float]]: Seconds per recorded step, per name.
+    """
+    names = list(steps)
+    times = {name: [] for name in names}
+    for r in range(warmup + rounds):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            seconds = timed(steps[name], device)
+            if r >= warmup:
+                times[name].append(seconds)
+    return times
+
+
+def median(values: Sequence[float]) -> float:
+    """Median of a non-empty sequence."""
+    return statistics.median(values)
+
+
+def paired_ratio(numerator: Sequence[float],
+                 denominator: Sequence[float]) -> float:
+    """Median over rounds of the per-round time ratio.
+
+    On a shared machine a burst of load can slow a few single steps many
+    times over; a round's two steps run back to back, so the per-round ratio
+    mostly cancels slow drifts and the median drops the rounds a burst hit.
+
+    Args:
+        numerator (Sequence[float]): Seconds per round of one variant.
+        denominator (Sequence[float]): Same rounds of the other variant.
+
+    Returns:
+        float: The median ratio.
+    """
+    if len(numerator) != len(denominator) or not numerator:
+        raise ValueError('need the same, non-zero number of rounds, got '
+                         f'{len(numerator)} and {len(denominator)}')
+    return median([n / d for n, d in zip(numerator, denominator)])
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start a new peak-memory window (CUDA only; RSS peaks cannot reset)."""
+    if device.type == 'cuda':
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory in MiB.
+
+    On CUDA, ``max_memory_allocated`` since the last reset (tensors only). On
+    CPU, the process's peak resident set size, which counts everything the
+    process ever held (Python, libraries, data loading) and never goes down:
+    compare it across separate processes only.
+    """
+    if device.type == 'cuda':
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # kilobytes on Linux, bytes on macOS
+    return peak / 2**20 if sys.platform == 'darwin' else peak / 2**10
+
+
+@contextlib.contextmanager
+def saved_activation_bytes(model: nn.Module) -> Iterator[List[int]]:
+    """Count the bytes autograd saves for backward inside the block.
+
+    Unlike peak RSS this isolates one forward pass on CPU too: the sum of
+    the distinct storages packed for backward, parameters excluded. With
+    activation checkpointing, a checkpointed layer saves only its input.
+
+    Args:
+        model (nn.Module): Whose parameters are not counted.
+
+    Yields:
+        list[int]: A one-element list holding the running total.
+    """
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen = set()
+    total = [0]
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        ptr = storage.data_ptr()
+        if ptr not in params and ptr not in seen:
+            seen.add(ptr)
+            total[0] += storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        yield total
+
+
+def use_quiet_logger(prefix: str) -> None:
+    """Make a new WARNING-level ``MMLogger`` the current one.
+
+    Optimiser constructors and ``init_weights`` log a line per parameter to
+    the current logger, which would bury a benchmark's output. A new name
+    each call: an existing logger would not become the current one again.
+
+    Args:
+        prefix (str): Start of the logger name.
+    """
+    MMLogger.get_instance(f'{prefix}_{time.time_ns()}', log_level='WARNING')
+
+
+def autocast(device: torch.device, amp: Optional[str]):
+    """``torch.autocast`` for ``amp`` in ('fp16', 'bf16'), else a no-op."""
+    if amp is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=AMP_DTYPES[amp])
+
+
+def ema_foreach_vs_loop(num_params: int = 86_000_000,
+                        rounds: int = 10,
+                        momentum: float = 0.9995,
+                        device: Optional[torch.device] = None
+                        ) -> Dict[str, float]:
+    """Median seconds of one EMA step: one ``foreach`` call vs a loop.
+
+    The tensor list has ViT-B's shapes (12 blocks of qkv, projection, MLP,
+    norms and biases, plus embeddings), scaled to about ``num_params``
+    elements. The loop is the reference's per-parameter ``mul_``/``add_``.
+
+    Args:
+        num_params (int): Approximate element count (ViT-B: 86M).
+        rounds (int): Timed rounds per variant, interleaved.
+        momentum (float): EMA momentum.
+        device (torch.device, optional): Defaults to CPU.
+
+    Returns:
+        dict[str, float]: ``foreach_s``, ``loop_s``, ``num_tensors``,
+        ``num_params``.
+    """
+    device = device or torch.device('cpu')
+    dim = 768
+    block = [(3 * dim, dim), (3 * dim, ), (dim, dim), (dim, ), (4 * dim, dim),
+             (4 * dim, ), (dim, 4 * dim), (dim, ), (dim, ), (dim, ), (dim, ),
+             (dim, )]
+    shapes = [(dim, 3, 16, 16), (dim, ), (1, 1, dim), (1, 785, dim)]
+    shapes += block * 12 + [(dim, ), (dim, )]
+    numel = sum(torch.Size(s).numel() for s in shapes)
+    repeat = max(1, round(num_params / numel))
+    shapes = shapes * repeat
+    teacher = [torch.randn(s, device=device) for s in shapes]
+    student = [torch.randn(s, device=device) for s in shapes]
+
+    def foreach() -> None:
+        torch._foreach_lerp_(teacher, student, 1.0 - momentum)
+
+    def loop() -> None:
+        for t, s in zip(teacher, student):
+            t.mul_(momentum).add_((1.0 - momentum) * s)
+
+    times = interleaved_timings(
+        dict(foreach=foreach, loop=loop), rounds, 1, device)
+    return dict(
+        foreach_s=median(times['foreach']),
+        loop_s=median(times['loop']),
+        num_tensors=len(shapes),
+        num_params=numel * repeat)
