@@ -54,21 +54,15 @@ data_root = 'data/VOCdevkit/VOC2012'
 # Relative to data_root: where step 1 wrote <image name>.png.
 pseudo_label_dir = 'FSRPseudoLabels'
 
-# mmseg trains on ConcatDataset([VOC train, train_aug]); both read masks from
-# their own folder (SegmentationClass / SegmentationClassAug), so both are
-# redirected. train_aug (aug.txt, the FSR config's `--split train`) contains
-# every VOC train image, so one export covers the two lists.
-dataset_train = dict(
-    type='PascalVOCDataset',
-    data_root=data_root,
-    data_prefix=dict(img_path='JPEGImages', seg_map_path=pseudo_label_dir),
-    ann_file='ImageSets/Segmentation/train.txt',
-    pipeline={{_base_.train_pipeline}})
-dataset_aug = dict(
-    type='PascalVOCDataset',
-    data_root=data_root,
-    data_prefix=dict(img_path='JPEGImages', seg_map_path=pseudo_label_dir),
-    ann_file='ImageSets/Segmentation/aug.txt',
-    pipeline={{_base_.train_pipeline}})
+# mmseg's stock recipe concatenates train.txt and its SBD-only aug.txt. Here
+# aug.txt is the whole train_aug list (10,582 images, VOC train included,
+# see docs/dataset_prepare.md), which the FSR config's `--split train`
+# exported, so it is the one training list.
 train_dataloader = dict(
-    dataset=dict(type='ConcatDataset', datasets=[dataset_train, dataset_aug]))
+    dataset=dict(
+        _delete_=True,
+        type='PascalVOCDataset',
+        data_root=data_root,
+        data_prefix=dict(img_path='JPEGImages', seg_map_path=pseudo_label_dir),
+        ann_file='ImageSets/Segmentation/aug.txt',
+        pipeline={{_base_.train_pipeline}}))

@@ -210,14 +210,14 @@ def test_second_stage_trains_on_exported_labels(config, run, data_root,
     init_default_scope('mmseg')
     cfg = Config.fromfile(osp.join(REPO, config))
     set_data_root(cfg, data_root)
-    # every image of both concatenated lists reads an exported PNG
+    # every image of the train_aug list reads an exported PNG, once
     dataset = DATASETS.build(cfg.train_dataloader.dataset)
-    assert len(dataset.datasets) == 2
-    for part in dataset.datasets:
-        for i in range(len(part)):
-            seg_map = part.get_data_info(i)['seg_map_path']
-            assert osp.dirname(seg_map) == pseudo_dir
-            assert osp.isfile(seg_map)
+    names = open(osp.join(data_root, 'ImageSets/Segmentation/aug.txt')).read()
+    assert len(dataset) == len(names.split())
+    for i in range(len(dataset)):
+        seg_map = dataset.get_data_info(i)['seg_map_path']
+        assert osp.dirname(seg_map) == pseudo_dir
+        assert osp.isfile(seg_map)
 
     # the recipe (transforms, optimiser, schedule) with a tiny stock model
     # at 64x64 crops
@@ -240,14 +240,13 @@ def test_second_stage_trains_on_exported_labels(config, run, data_root,
 def shrink_second_stage(cfg, crop):
     """Shrink the config's own model type to a few thousand parameters and
     its training crops from 512 to ``crop``."""
-    for part in cfg.train_dataloader.dataset.datasets:
-        for transform in part.pipeline:
-            if transform.type == 'RandomResize':
-                transform.scale = (4 * crop, crop)
-            elif transform.type == 'RandomCrop':
-                transform.crop_size = (crop, crop)
-            elif transform.type == 'Pad':
-                transform.size = (crop, crop)
+    for transform in cfg.train_dataloader.dataset.pipeline:
+        if transform.type == 'RandomResize':
+            transform.scale = (4 * crop, crop)
+        elif transform.type == 'RandomCrop':
+            transform.crop_size = (crop, crop)
+        elif transform.type == 'Pad':
+            transform.size = (crop, crop)
     model = cfg.model
     model.data_preprocessor.size = (crop, crop)
     model.pretrained = None
