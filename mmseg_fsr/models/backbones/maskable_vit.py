@@ -9,6 +9,7 @@ from mmseg.registry import MODELS
 from torch import Tensor
 
 from ...utils.vit_checkpoint import check_pretrained
+from ..utils.token_mask import replace_masked_tokens
 
 
 @MODELS.register_module()
@@ -56,28 +57,6 @@ class MaskableViT(VisionTransformer):
             check_pretrained(checkpoint)
         super().init_weights()
 
-    def _mask_tokens(self, x: Tensor, hw_shape: Sequence[int],
-                     token_mask: Tensor) -> Tensor:
-        """Replace masked patch embeddings by the mask token.
-
-        Args:
-            x (Tensor): Patch embeddings, shape (B, h*w, C).
-            hw_shape (Sequence[int]): Patch grid (h, w).
-            token_mask (Tensor): Bool mask, shape (B, h*w), True = masked.
-
-        Returns:
-            Tensor: Embeddings with masked rows replaced, shape (B, h*w, C).
-        """
-        expected = (x.shape[0], hw_shape[0] * hw_shape[1])
-        if tuple(token_mask.shape) != expected:
-            raise ValueError(
-                f'token_mask must have shape (B, h*w) = {expected} for a '
-                f'{hw_shape[0]}x{hw_shape[1]} patch grid, got '
-                f'{tuple(token_mask.shape)}.')
-        # torch.where keeps unmasked rows bit-identical to the stock path.
-        return torch.where(token_mask.bool().unsqueeze(-1),
-                           self.mask_token.to(x.dtype), x)
-
     @staticmethod
     def _to_map(x: Tensor, hw_shape: Sequence[int],
                 with_cls_token: bool) -> Tensor:
@@ -108,7 +87,8 @@ class MaskableViT(VisionTransformer):
         B = inputs.shape[0]
         x, hw_shape = self.patch_embed(inputs)
         if token_mask is not None:
-            x = self._mask_tokens(x, hw_shape, token_mask)
+            x = replace_masked_tokens(x, hw_shape, token_mask,
+                                      self.mask_token)
 
         x = torch.cat((self.cls_token.expand(B, -1, -1), x), dim=1)
         x = self._pos_embeding(x, hw_shape, self.pos_embed)

@@ -9,6 +9,8 @@ from mmpretrain.models.utils import resize_pos_embed
 from mmseg.registry import MODELS
 from torch import Tensor
 
+from ..utils.token_mask import replace_masked_tokens
+
 
 @MODELS.register_module()
 class MMPretrainViTAdapter(VisionTransformer):
@@ -90,14 +92,8 @@ class MMPretrainViTAdapter(VisionTransformer):
         batch_size = inputs.shape[0]
         x, hw_shape = self.patch_embed(inputs)
         if token_mask is not None:
-            expected = (batch_size, hw_shape[0] * hw_shape[1])
-            if tuple(token_mask.shape) != expected:
-                raise ValueError(
-                    f'token_mask must have shape (B, h*w) = {expected}, got '
-                    f'{tuple(token_mask.shape)}')
-            # torch.where keeps unmasked rows bit-identical.
-            x = torch.where(token_mask.bool().unsqueeze(-1),
-                            self.mask_token.to(x.dtype), x)
+            x = replace_masked_tokens(x, hw_shape, token_mask,
+                                      self.mask_token)
         if self.cls_token is not None:
             x = torch.cat((self.cls_token.expand(batch_size, -1, -1), x),
                           dim=1)
