@@ -11,6 +11,7 @@ import torch
 from mmengine.config import Config
 from mmengine.logging import MessageHub
 from mmengine.optim import build_optim_wrapper
+from mmengine.optim.optimizer import default_constructor
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 from mmseg.registry import MODELS
@@ -44,14 +45,19 @@ def test_config_builds_model(path):
     assert model.num_classes == model.cam_head.num_classes + 1
 
 
-def test_paper_optimizer_groups():
+def test_paper_optimizer_groups(monkeypatch):
     """10x lr on the heads; no decay on norms, biases and tokens."""
     init_default_scope('mmseg')
     cfg = Config.fromfile(VOC_PAPER)
     cfg.model.backbone.num_layers = 2
     cfg.model.backbone.out_indices = (0, 1)
     model = MODELS.build(without_pretrained(cfg.model))
+    logged = []
+    monkeypatch.setattr(default_constructor, 'print_log',
+                        lambda msg, *args, **kwargs: logged.append(msg))
     optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    # the frozen teacher is left out without a warning per tensor
+    assert not [msg for msg in logged if 'teacher' in msg]
     names = {id(p): n for n, p in model.named_parameters()}
     seen = set()
     for group in optim_wrapper.optimizer.param_groups:

@@ -10,7 +10,7 @@ from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
 import mmseg_fsr.models.segmentors.fsr_segmentor as fsr_module
-
+from mmseg_fsr.models.backbones import MaskableViT
 from mmseg_fsr.testing import tiny_fsr_model_cfg
 
 CROP = 32
@@ -211,6 +211,48 @@ def test_fsr_needs_a_maskable_backbone():
         MODELS.build(cfg)
 
 
+def test_multi_scale_mask_needs_a_truncatable_backbone():
+    """Without ``full_depth_rows`` only the single-scale mask is possible."""
+
+    class NoRowsViT(MaskableViT):
+
+        def forward(self, inputs, token_mask=None):
+            return super().forward(inputs, token_mask)
+
+    MODELS.register_module(name='_NoRowsViT', module=NoRowsViT, force=True)
+    cfg = tiny_fsr_model_cfg(CROP)
+    cfg.backbone.type = '_NoRowsViT'
+    with pytest.raises(TypeError, match='full_depth_rows'):
+        MODELS.build(cfg)
+    cfg.mask_cam_source = 'single_scale'
+    MODELS.build(cfg)
+
+
+def test_aux_only_images_stop_at_the_auxiliary_layer():
+    """View 2 in the batched CAM pass gives the CAMs of separate passes,
+    while running the last layers for view 1's rows only."""
+    model = build().train()
+    inputs, _ = two_view_batch([[0], [1], [2]])
+    view1, view2 = inputs[:, 0], inputs[:, 1]
+    cams1, aux1 = model.multi_scale_cams(view1)
+    _, aux2 = model.multi_scale_cams(view2)
+
+    last_layer_rows = []
+    model.backbone.layers[-1].register_forward_hook(
+        lambda module, args, out: last_layer_rows.append(args[0].shape[0]))
+    cams, aux = model.multi_scale_cams(view1, view2)
+
+    assert cams.shape == (3, 20, CROP, CROP)
+    assert aux.shape == (6, 20, CROP, CROP)
+    torch.testing.assert_close(cams, cams1, rtol=0, atol=1e-5)
+    torch.testing.assert_close(aux, torch.cat([aux1, aux2]), rtol=0,
+                               atol=1e-5)
+    # image + flip of view 1 only, at every scale
+    scales = model.pseudo_label_cfg['cam_scales']
+    assert last_layer_rows == [6] * len(scales)
+    assert model.training and model.backbone.training
+
+
 # --------------------------------------------------- work per iteration
 def count_calls(monkeypatch, owner, name):
     calls = []
@@ -224,20 +266,23 @@ def count_calls(monkeypatch, owner, name):
     return calls
 
 
-@pytest.mark.parametrize('mask_cam_source, cam_batch', [('multi_scale', 4),
-                                                          ('single_scale',
-                                                           2)])
+@pytest.mark.parametrize('mask_cam_source', ['multi_scale', 'single_scale'])
 def test_multi_scale_cam_computed_once_per_iteration(monkeypatch,
-                                                     mask_cam_source,
-                                                     cam_batch):
+                                                     mask_cam_source):
     model = build(mask_cam_source=mask_cam_source).train()
     cam_calls = count_calls(monkeypatch, model, 'multi_scale_cams')
     par_calls = count_calls(monkeypatch, fsr_module, 'refine_pseudo_labels')
     inputs, samples = two_view_batch([[0], [1]])
     model.loss(inputs, samples)
-    # one batched pass: view 1 (and view 2 when it picks the mask)
+    # one batched pass: view 1, and view 2 (auxiliary CAM only) when it
+    # picks the mask
     assert len(cam_calls) == 1
-    assert cam_calls[0][0][0].shape[0] == cam_batch
+    (view1, view2), _ = cam_calls[0]
+    assert torch.equal(view1, inputs[:, 0])
+    if mask_cam_source == 'multi_scale':
+        assert torch.equal(view2, inputs[:, 1])
+    else:
+        assert view2 is None
     assert len(par_calls) == 1
     assert par_calls[0][0][1].shape[0] == 2  # PAR on view 1 only
 

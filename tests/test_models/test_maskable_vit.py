@@ -66,6 +66,22 @@ def test_cls_token_matches_stock_vit():
     assert torch.equal(ref_map, out_map)
 
 
+@pytest.mark.parametrize('out_origin', [False, True])
+def test_full_depth_rows_stop_the_other_images_after_first_output(
+        out_origin):
+    _, model = _pair(out_origin=out_origin)
+    x = torch.randn(5, 3, 32, 32)
+    full = model(x)
+    outs = model(x, full_depth_rows=2)
+    # maps up to the first out_indices layer keep every image
+    first = 1 + out_origin
+    for o, f in zip(outs[:first], full[:first]):
+        assert torch.equal(o, f)
+    last, last_full = outs[-1], full[-1]
+    assert last.shape == (2, 16, 4, 4)
+    torch.testing.assert_close(last, last_full[:2], rtol=0, atol=1e-6)
+
+
 def test_mask_token_replaces_embedding_before_pos_embed():
     _, model = _pair(out_origin=True)
     x = torch.randn(1, 3, 32, 32)

@@ -87,6 +87,16 @@ def test_adapter_masks_tokens_with_mask_token():
         backbone(x, torch.zeros(2, 15, dtype=torch.bool))
 
 
+def test_adapter_full_depth_rows():
+    backbone = tiny_adapter()
+    x = torch.randn(3, 3, CROP, CROP)
+    aux, final = backbone(x)
+    aux_cut, final_cut = backbone(x, full_depth_rows=1)
+    assert torch.equal(aux_cut, aux)
+    assert final_cut.shape == (1, 32, 4, 4)
+    torch.testing.assert_close(final_cut, final[:1], rtol=0, atol=1e-6)
+
+
 def test_adapter_rejects_bad_settings():
     with pytest.raises(ValueError, match='out_indices'):
         MMPretrainViTAdapter(

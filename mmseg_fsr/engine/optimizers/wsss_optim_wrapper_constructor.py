@@ -18,7 +18,8 @@ class WSSSOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     ``custom_keys`` entry, so ``custom_keys={'decode_head': dict(lr_mult=10)}``
     would silently put weight decay back on the heads' biases and norms.
     Here a custom key that sets no ``decay_mult`` of its own leaves those
-    rules in force; everything else is the default behaviour.
+    rules in force. The frozen ``teacher`` of ``FSRSegmentor`` is left out
+    quietly; everything else is the default behaviour.
     """
 
     def add_params(self,
@@ -34,6 +35,11 @@ class WSSSOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             prefix (str): Name prefix of ``module``; '' at the root.
             is_dcn_module (bool, optional): See the parent class.
         """
+        if prefix == 'teacher':
+            # The EMA teacher (FSRSegmentor) is frozen and updated by
+            # FSRTeacherHook; mmengine would skip its tensors anyway, logging
+            # one warning for each of them.
+            return
         super().add_params(params, module, prefix, is_dcn_module)
         if prefix or self.base_wd is None:
             return  # the parent recurses; fix up once, at the root

@@ -69,7 +69,8 @@ class MaskableViT(VisionTransformer):
 
     def _forward_tokens(self,
                         inputs: Tensor,
-                        token_mask: Optional[Tensor] = None
+                        token_mask: Optional[Tensor] = None,
+                        full_depth_rows: Optional[int] = None
                         ) -> Tuple[Tuple[Tensor, ...], Tensor]:
         """Stock ViT token pipeline with an optional masking step.
 
@@ -79,10 +80,12 @@ class MaskableViT(VisionTransformer):
         Args:
             inputs (Tensor): Images, shape (B, 3, H, W).
             token_mask (Tensor, optional): Bool mask, shape (B, h*w).
+            full_depth_rows (int, optional): See :meth:`forward`.
 
         Returns:
             tuple: ``outs``, one (B, C, h, w) map per ``out_indices`` (plus the
-            ``out_origin`` map first), and the final tokens (B, [1+]h*w, C).
+            ``out_origin`` map first), and the final tokens (B', [1+]h*w, C),
+            B' = ``full_depth_rows`` or B.
         """
         B = inputs.shape[0]
         x, hw_shape = self.patch_embed(inputs)
@@ -101,17 +104,21 @@ class MaskableViT(VisionTransformer):
         if self.out_origin:
             outs.append(self._to_map(x, hw_shape, self.with_cls_token))
         last = len(self.layers) - 1
+        first_out = min(self.out_indices)
         for i, layer in enumerate(self.layers):
             x = layer(x)  # handles with_cp internally
             if i == last and self.final_norm:
                 x = self.norm1(x)
             if i in self.out_indices:
                 outs.append(self._to_map(x, hw_shape, self.with_cls_token))
+            if i == first_out and full_depth_rows is not None:
+                x = x[:full_depth_rows]
         return tuple(outs), x
 
     def forward(self,
                 inputs: Tensor,
-                token_mask: Optional[Tensor] = None) -> Tuple[Tensor, ...]:
+                token_mask: Optional[Tensor] = None,
+                full_depth_rows: Optional[int] = None) -> Tuple[Tensor, ...]:
         """Feature maps, optionally with masked patch tokens.
 
         Args:
@@ -119,6 +126,12 @@ class MaskableViT(VisionTransformer):
             token_mask (Tensor, optional): Bool, shape (B, h*w), True = the
                 patch token is replaced by ``mask_token``. Rows may differ per
                 sample; an all-False row gives the unmasked result.
+            full_depth_rows (int, optional): Only the first
+                ``full_depth_rows`` images go on past the first layer of
+                ``out_indices``; the others stop there, so that layer's map
+                has B rows and the later maps have ``full_depth_rows``. FSR
+                uses it for images of which only the auxiliary CAM is read.
+                Defaults to None: every image runs every layer.
 
         Returns:
             tuple[Tensor]: One (B, C, h, w) map per ``out_indices`` (preceded
@@ -127,7 +140,7 @@ class MaskableViT(VisionTransformer):
         Raises:
             ValueError: If ``token_mask`` does not match the patch grid.
         """
-        outs, _ = self._forward_tokens(inputs, token_mask)
+        outs, _ = self._forward_tokens(inputs, token_mask, full_depth_rows)
         return outs
 
     def forward_with_cls_token(self,

@@ -77,17 +77,20 @@ class MMPretrainViTAdapter(VisionTransformer):
 
     def _forward_tokens(self,
                         inputs: Tensor,
-                        token_mask: Optional[Tensor] = None
+                        token_mask: Optional[Tensor] = None,
+                        full_depth_rows: Optional[int] = None
                         ) -> Tuple[Tuple[Tensor, Tensor], Tensor]:
         """mmpretrain's ``forward`` with an optional masking step.
 
         Args:
             inputs (Tensor): Images, shape (B, 3, H, W).
             token_mask (Tensor, optional): Bool, shape (B, h*w).
+            full_depth_rows (int, optional): See :meth:`forward`.
 
         Returns:
-            tuple: The two (B, C, h, w) maps and the final token sequence
-            (B, [1 +] h*w, C).
+            tuple: The two maps, (B, C, h, w) and (B', C, h, w), and the
+            final token sequence (B', [1 +] h*w, C), B' =
+            ``full_depth_rows`` or B.
         """
         batch_size = inputs.shape[0]
         x, hw_shape = self.patch_embed(inputs)
@@ -112,22 +115,30 @@ class MMPretrainViTAdapter(VisionTransformer):
                 x = self.ln1(x)
             if i in self.out_indices:
                 outs.append(self._format_output(x, hw_shape))
+            if i == self.out_indices[0] and full_depth_rows is not None:
+                x = x[:full_depth_rows]
         return tuple(outs), x
 
-    def forward(self,
-                inputs: Tensor,
-                token_mask: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    def forward(
+            self,
+            inputs: Tensor,
+            token_mask: Optional[Tensor] = None,
+            full_depth_rows: Optional[int] = None) -> Tuple[Tensor, Tensor]:
         """Auxiliary and final feature maps.
 
         Args:
             inputs (Tensor): Images, shape (B, 3, H, W).
             token_mask (Tensor, optional): Bool, shape (B, h*w), True = the
                 patch token is replaced by ``mask_token``.
+            full_depth_rows (int, optional): Only the first
+                ``full_depth_rows`` images go on past the auxiliary layer
+                (as in ``MaskableViT.forward``). Defaults to None.
 
         Returns:
-            tuple[Tensor, Tensor]: (aux_map, final_map), each (B, C, h, w).
+            tuple[Tensor, Tensor]: (aux_map, final_map), (B, C, h, w) and
+            (B', C, h, w), B' = ``full_depth_rows`` or B.
         """
-        outs, _ = self._forward_tokens(inputs, token_mask)
+        outs, _ = self._forward_tokens(inputs, token_mask, full_depth_rows)
         return outs
 
     def forward_with_cls_token(self,

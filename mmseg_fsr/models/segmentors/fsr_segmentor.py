@@ -1,5 +1,6 @@
 """The single-stage WSSS framework of FSR (Figure 2 of the paper)."""
 import copy
+import inspect
 import math
 from contextlib import contextmanager
 from typing import Dict, Iterator, List, Optional, Tuple
@@ -45,8 +46,9 @@ class FSRSegmentor(EncoderDecoder):
 
     The backbone must return ``(aux_tokens, ..., final_tokens)`` maps of
     shape (B, D, h, w) (``out_indices`` = (auxiliary layer, last layer)) and,
-    for FSR, provide ``forward_with_cls_token(inputs, token_mask)`` like
-    ``MaskableViT``.
+    for FSR, provide ``forward_with_cls_token(inputs, token_mask)`` and (for
+    ``mask_cam_source='multi_scale'``) ``forward(inputs,
+    full_depth_rows=n)`` like ``MaskableViT``.
 
     Training batches come either from the two-view WSSS pipeline (inputs
     (B, 2, 3, H, W), ``gt_class_labels`` in every sample) or from any stock
@@ -161,6 +163,13 @@ class FSRSegmentor(EncoderDecoder):
                     f'{type(self.backbone).__name__} cannot run FSR: the '
                     'backbone must provide forward_with_cls_token(inputs, '
                     'token_mask) (see MaskableViT)')
+            forward_args = inspect.signature(self.backbone.forward).parameters
+            if (mask_cam_source == 'multi_scale'
+                    and 'full_depth_rows' not in forward_args):
+                raise TypeError(
+                    f'{type(self.backbone).__name__} cannot pick the mask '
+                    "with mask_cam_source='multi_scale': its forward must "
+                    'take full_depth_rows (see MaskableViT.forward)')
             self.mask_neck = MODELS.build(mask_neck)
             self.aggregation_head = MODELS.build(aggregation_head)
             # The teacher lives inside the model so that checkpoints carry
@@ -229,33 +238,57 @@ class FSRSegmentor(EncoderDecoder):
             self.backbone.train(was_training)
 
     @torch.no_grad()
-    def multi_scale_cams(self, inputs: Tensor) -> Tuple[Tensor, Tensor]:
+    def multi_scale_cams(self,
+                         inputs: Tensor,
+                         aux_only_inputs: Optional[Tensor] = None
+                         ) -> Tuple[Tensor, Tensor]:
         """Multi-scale, flip-fused CAMs of the final and auxiliary layers.
 
-        For each scale in ``pseudo_label_cfg['cam_scales']`` the image and
-        its flip go through the backbone in one batch; flipped maps are fused
-        by max, scales are summed, then min-max normalised (Eq. 2).
+        For each scale in ``pseudo_label_cfg['cam_scales']`` the images and
+        their flips go through the backbone in one batch; flipped maps are
+        fused by max, scales are summed, then min-max normalised (Eq. 2).
 
         Args:
             inputs (Tensor): Images, shape (B, 3, H, W).
+            aux_only_inputs (Tensor, optional): Images of which only the
+                auxiliary CAM is wanted, shape (B2, 3, H, W). They share the
+                batch but stop at the auxiliary layer (the backbone's
+                ``full_depth_rows``), which saves the last layers' work.
 
         Returns:
-            tuple[Tensor, Tensor]: Final and auxiliary CAMs in [0, 1], each
-            (B, C, H, W).
+            tuple[Tensor, Tensor]: CAMs in [0, 1]: final (B, C, H, W) of
+            ``inputs``, auxiliary (B + B2, C, H, W) of ``inputs`` then
+            ``aux_only_inputs``.
         """
         size = inputs.shape[-2:]
+        groups = [inputs]
+        backbone_kwargs = {}
+        if aux_only_inputs is not None:
+            groups.append(aux_only_inputs)
+            # the images of ``inputs`` and their flips lead the batch
+            backbone_kwargs['full_depth_rows'] = 2 * len(inputs)
+        group_sizes = [len(group) for group in groups]
+        batch = torch.cat(groups)
         cam_sum = aux_sum = 0
         with self._eval_backbone():
             for scale in self.pseudo_label_cfg['cam_scales']:
-                scaled = inputs if scale == 1.0 else F.interpolate(
-                    inputs,
+                scaled = batch if scale == 1.0 else F.interpolate(
+                    batch,
                     size=[int(scale * s) for s in size],
                     mode='bilinear',
                     align_corners=False)
-                outs = self.backbone(torch.cat([scaled, scaled.flip(-1)]))
+                # [x, flip(x), y, flip(y)]
+                outs = self.backbone(
+                    torch.cat([
+                        view for group in scaled.split(group_sizes)
+                        for view in (group, group.flip(-1))
+                    ]), **backbone_kwargs)
                 cam, aux_cam = self.cam_head.cams(outs[-1], outs[0])
                 cam_sum = cam_sum + flip_fused_cam(cam.float(), size)
-                aux_sum = aux_sum + flip_fused_cam(aux_cam.float(), size)
+                aux_sum = aux_sum + torch.cat([
+                    flip_fused_cam(group.float(), size)
+                    for group in aux_cam.split([2 * n for n in group_sizes])
+                ])
         return min_max_normalize(cam_sum), min_max_normalize(aux_sum)
 
     # ------------------------------------------------------------ inputs
@@ -382,7 +415,7 @@ class FSRSegmentor(EncoderDecoder):
         cams = aux_cams = None
         if need_seg or need_aff or cams_from_view2:
             cams, aux_cams = self.multi_scale_cams(
-                torch.cat([view1, view2]) if cams_from_view2 else view1)
+                view1, view2 if cams_from_view2 else None)
 
         token_mask = teacher_out = None
         if need_fsr:
