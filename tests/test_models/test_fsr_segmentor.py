@@ -22,13 +22,8 @@ def build(**overrides):
     return model
 
 
-@pytest.fixture(autouse=True)
-def outside_runner():
-    """No Runner iteration info: every warm-up counts as finished."""
-    hub = MessageHub.get_current_instance()
-    saved = {k: hub.runtime_info.pop(k, None) for k in ('iter', 'max_iters')}
-    yield
-    hub.runtime_info.update({k: v for k, v in saved.items() if v is not None})
+# no Runner iteration info: every warm-up counts as finished
+pytestmark = pytest.mark.usefixtures('outside_runner')
 
 
 def stock_batch(num_images=2, num_classes=21, size=CROP, seed=0):

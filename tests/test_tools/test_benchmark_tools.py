@@ -9,7 +9,6 @@ import os.path as osp
 
 import pytest
 import torch
-from mmengine.logging import MessageHub
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
@@ -31,13 +30,8 @@ def load_tool(name):
     return module
 
 
-@pytest.fixture(autouse=True)
-def outside_runner():
-    """No Runner iteration info: every loss is on."""
-    hub = MessageHub.get_current_instance()
-    saved = {k: hub.runtime_info.pop(k, None) for k in ('iter', 'max_iters')}
-    yield
-    hub.runtime_info.update({k: v for k, v in saved.items() if v is not None})
+# no Runner iteration info: every warm-up counts as finished
+pytestmark = pytest.mark.usefixtures('outside_runner')
 
 
 def build():
