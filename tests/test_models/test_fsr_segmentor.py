@@ -235,7 +235,7 @@ def test_aux_only_images_stop_at_the_auxiliary_layer():
     last_layer_rows = []
     model.backbone.layers[-1].register_forward_hook(
         lambda module, args, out: last_layer_rows.append(args[0].shape[0]))
-    cams, aux = model.multi_scale_cams(view1, view2)
+    cams, aux = model.multi_scale_cams(torch.cat([view1, view2]), 3)
 
     assert cams.shape == (3, 20, CROP, CROP)
     assert aux.shape == (6, 20, CROP, CROP)
@@ -246,6 +246,22 @@ def test_aux_only_images_stop_at_the_auxiliary_layer():
     scales = model.pseudo_label_cfg['cam_scales']
     assert last_layer_rows == [6] * len(scales)
     assert model.training and model.backbone.training
+
+
+def test_baseline_runs_on_a_backbone_that_cannot_stop_early():
+    """FSR off, only ``forward(inputs)``: auxiliary-only CAMs run the whole
+    backbone instead."""
+    cfg = tiny_fsr_model_cfg(
+        CROP, uncertain_loss=None, certain_loss=None,
+        pseudo_label_cfg=dict(seg_label_source='aux_cam'))
+    cfg.backbone.type = 'VisionTransformer'
+    model = MODELS.build(cfg)
+    model.init_weights()
+    model.train()
+    inputs, samples = two_view_batch([[0], [1]])
+    losses = model.loss(inputs, samples)
+    assert {'decode.loss_seg', 'loss_aff'} <= set(losses)
+    assert all(torch.isfinite(v).all() for v in losses.values())
 
 
 # --------------------------------------------------- work per iteration
@@ -272,14 +288,39 @@ def test_multi_scale_cam_computed_once_per_iteration(monkeypatch,
     # one batched pass: view 1, and view 2 (auxiliary CAM only) when it
     # picks the mask
     assert len(cam_calls) == 1
-    (view1, view2), _ = cam_calls[0]
-    assert torch.equal(view1, inputs[:, 0])
-    if mask_cam_source == 'multi_scale':
-        assert torch.equal(view2, inputs[:, 1])
-    else:
-        assert view2 is None
+    (images, num_final), _ = cam_calls[0]
+    views = [0, 1] if mask_cam_source == 'multi_scale' else [0]
+    assert torch.equal(images, inputs[:, views].transpose(0, 1).flatten(0, 1))
+    assert num_final == 2
     assert len(par_calls) == 1
     assert par_calls[0][0][1].shape[0] == 2  # PAR on view 1 only
+
+
+def test_final_cam_only_for_seg_labels_from_it(monkeypatch):
+    """COCO's schedule: the mask picks from CAMs before the decoder and the
+    affinity loss start, so only view 2's auxiliary CAM is computed; with
+    seg labels from the auxiliary CAM no image needs the final one."""
+    hub = MessageHub.get_current_instance()
+    hub.update_info('iter', 5)
+    hub.update_info('max_iters', 100)
+    inputs, samples = two_view_batch([[0], [1]])
+    for overrides, views in [
+        (dict(loss_start_iters=dict(seg=10, aff=10, fsr=0)), [1]),
+        (dict(pseudo_label_cfg=dict(seg_label_source='aux_cam')), [0, 1]),
+    ]:
+        model = build(**overrides).train()
+        cam_calls = count_calls(monkeypatch, model, 'multi_scale_cams')
+        last_layer_rows = []
+        model.backbone.layers[-1].register_forward_hook(
+            lambda module, args, out: last_layer_rows.append(args[0].shape[0]))
+        losses = model.loss(inputs, samples)
+        (images, num_final), _ = cam_calls[0]
+        assert torch.equal(images,
+                           inputs[:, views].transpose(0, 1).flatten(0, 1))
+        assert num_final == 0
+        # only the student's training pass (both views) reaches it
+        assert last_layer_rows == [4]
+        assert all(torch.isfinite(v).all() for v in losses.values())
 
 
 def test_no_work_for_losses_not_started(monkeypatch):

@@ -80,6 +80,10 @@ def test_full_depth_rows_stop_the_other_images_after_first_output(
     last, last_full = outs[-1], full[-1]
     assert last.shape == (2, 16, 4, 4)
     torch.testing.assert_close(last, last_full[:2], rtol=0, atol=1e-6)
+    # no image past the first output: the later maps are empty
+    outs = model(x, full_depth_rows=0)
+    assert torch.equal(outs[first - 1], full[first - 1])
+    assert outs[-1].shape == (0, 16, 4, 4)
 
 
 def test_mask_token_replaces_embedding_before_pos_embed():

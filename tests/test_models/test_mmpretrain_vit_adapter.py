@@ -95,6 +95,9 @@ def test_adapter_full_depth_rows():
     assert torch.equal(aux_cut, aux)
     assert final_cut.shape == (1, 32, 4, 4)
     torch.testing.assert_close(final_cut, final[:1], rtol=0, atol=1e-6)
+    aux_cut, final_cut = backbone(x, full_depth_rows=0)
+    assert torch.equal(aux_cut, aux)
+    assert final_cut.shape == (0, 32, 4, 4)
 
 
 def test_adapter_rejects_bad_settings():

@@ -262,7 +262,8 @@ def breakdown(model, inputs, samples, device, rounds) -> Dict[str, float]:
     cfg = model.pseudo_label_cfg
     parts = {
         'cam_pass_B': lambda: model.multi_scale_cams(view1),
-        'cam_pass_B_aux_B': lambda: model.multi_scale_cams(view1, view2),
+        'cam_pass_B_aux_B': lambda: model.multi_scale_cams(
+            torch.cat([view1, view2]), len(view1)),
         'par_B': lambda: refine_pseudo_labels(
             model.refiner, view1, cams, labels, cfg['high_thr'],
             cfg['low_thr'], cfg['ignore_index'], cfg['par_down_scale']),

@@ -1,5 +1,5 @@
 """ViT backbone whose patch tokens can be replaced by a mask token."""
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -9,7 +9,7 @@ from mmseg.registry import MODELS
 from torch import Tensor
 
 from ...utils.vit_checkpoint import check_pretrained
-from ..utils.token_mask import replace_masked_tokens
+from ..utils.token_mask import replace_masked_tokens, tokens_to_map
 
 
 @MODELS.register_module()
@@ -57,16 +57,6 @@ class MaskableViT(VisionTransformer):
             check_pretrained(checkpoint)
         super().init_weights()
 
-    @staticmethod
-    def _to_map(x: Tensor, hw_shape: Sequence[int],
-                with_cls_token: bool) -> Tensor:
-        """(B, [1+]h*w, C) token sequence -> (B, C, h, w) feature map."""
-        if with_cls_token:
-            x = x[:, 1:]
-        B, _, C = x.shape
-        return x.reshape(B, hw_shape[0], hw_shape[1],
-                         C).permute(0, 3, 1, 2).contiguous()
-
     def _forward_tokens(self,
                         inputs: Tensor,
                         token_mask: Optional[Tensor] = None,
@@ -101,16 +91,18 @@ class MaskableViT(VisionTransformer):
             x = self.pre_ln(x)
 
         outs = []
+        num_extra = int(self.with_cls_token)
         if self.out_origin:
-            outs.append(self._to_map(x, hw_shape, self.with_cls_token))
+            outs.append(tokens_to_map(x, hw_shape, num_extra))
         last = len(self.layers) - 1
         first_out = min(self.out_indices)
         for i, layer in enumerate(self.layers):
-            x = layer(x)  # handles with_cp internally
-            if i == last and self.final_norm:
-                x = self.norm1(x)
+            if len(x):  # full_depth_rows=0 leaves no image to go on with
+                x = layer(x)  # handles with_cp internally
+                if i == last and self.final_norm:
+                    x = self.norm1(x)
             if i in self.out_indices:
-                outs.append(self._to_map(x, hw_shape, self.with_cls_token))
+                outs.append(tokens_to_map(x, hw_shape, num_extra))
             if i == first_out and full_depth_rows is not None:
                 x = x[:full_depth_rows]
         return tuple(outs), x
@@ -129,8 +121,9 @@ class MaskableViT(VisionTransformer):
             full_depth_rows (int, optional): Only the first
                 ``full_depth_rows`` images go on past the first layer of
                 ``out_indices``; the others stop there, so that layer's map
-                has B rows and the later maps have ``full_depth_rows``. FSR
-                uses it for images of which only the auxiliary CAM is read.
+                has B rows and the later maps have ``full_depth_rows`` (0
+                gives empty maps). FSR uses it for images of which only the
+                auxiliary CAM is read.
                 Defaults to None: every image runs every layer.
 
         Returns:

@@ -9,7 +9,7 @@ from mmpretrain.models.utils import resize_pos_embed
 from mmseg.registry import MODELS
 from torch import Tensor
 
-from ..utils.token_mask import replace_masked_tokens
+from ..utils.token_mask import replace_masked_tokens, tokens_to_map
 
 
 @MODELS.register_module()
@@ -110,11 +110,14 @@ class MMPretrainViTAdapter(VisionTransformer):
         outs = []
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            x = layer(x)
-            if i == last and self.final_norm:
-                x = self.ln1(x)
+            if len(x):  # full_depth_rows=0 leaves no image to go on with
+                x = layer(x)
+                if i == last and self.final_norm:
+                    x = self.ln1(x)
             if i in self.out_indices:
-                outs.append(self._format_output(x, hw_shape))
+                # mmpretrain's _format_output cannot reshape 0 images
+                outs.append(
+                    tokens_to_map(x, hw_shape, self.num_extra_tokens))
             if i == self.out_indices[0] and full_depth_rows is not None:
                 x = x[:full_depth_rows]
         return tuple(outs), x
@@ -132,7 +135,8 @@ class MMPretrainViTAdapter(VisionTransformer):
                 patch token is replaced by ``mask_token``.
             full_depth_rows (int, optional): Only the first
                 ``full_depth_rows`` images go on past the auxiliary layer
-                (as in ``MaskableViT.forward``). Defaults to None.
+                (as in ``MaskableViT.forward``; 0 gives an empty final map).
+                Defaults to None.
 
         Returns:
             tuple[Tensor, Tensor]: (aux_map, final_map), (B, C, h, w) and

@@ -150,6 +150,11 @@ class FSRSegmentor(EncoderDecoder):
         self.second_view_cfg = dict(scale=(0.32, 1.0), ratio=(3 / 4, 4 / 3))
         self.second_view_cfg.update(second_view_cfg or {})
 
+        # A backbone whose forward takes full_depth_rows lets images of which
+        # only the auxiliary CAM is read skip the last layers.
+        self._backbone_stops_early = 'full_depth_rows' in inspect.signature(
+            self.backbone.forward).parameters
+
         self.uncertain_loss = MODELS.build(
             uncertain_loss) if uncertain_loss else None
         self.certain_loss = MODELS.build(
@@ -163,9 +168,8 @@ class FSRSegmentor(EncoderDecoder):
                     f'{type(self.backbone).__name__} cannot run FSR: the '
                     'backbone must provide forward_with_cls_token(inputs, '
                     'token_mask) (see MaskableViT)')
-            forward_args = inspect.signature(self.backbone.forward).parameters
             if (mask_cam_source == 'multi_scale'
-                    and 'full_depth_rows' not in forward_args):
+                    and not self._backbone_stops_early):
                 raise TypeError(
                     f'{type(self.backbone).__name__} cannot pick the mask '
                     "with mask_cam_source='multi_scale': its forward must "
@@ -240,7 +244,7 @@ class FSRSegmentor(EncoderDecoder):
     @torch.no_grad()
     def multi_scale_cams(self,
                          inputs: Tensor,
-                         aux_only_inputs: Optional[Tensor] = None
+                         num_final: Optional[int] = None
                          ) -> Tuple[Tensor, Tensor]:
         """Multi-scale, flip-fused CAMs of the final and auxiliary layers.
 
@@ -250,34 +254,35 @@ class FSRSegmentor(EncoderDecoder):
 
         Args:
             inputs (Tensor): Images, shape (B, 3, H, W).
-            aux_only_inputs (Tensor, optional): Images of which only the
-                auxiliary CAM is wanted, shape (B2, 3, H, W). They share the
-                batch but stop at the auxiliary layer (the backbone's
-                ``full_depth_rows``), which saves the last layers' work.
+            num_final (int, optional): Only the first ``num_final`` images
+                need the final CAM; the others stop at the auxiliary layer
+                (the backbone's ``full_depth_rows``), which saves the last
+                layers' work. Defaults to None: every image.
 
         Returns:
-            tuple[Tensor, Tensor]: CAMs in [0, 1]: final (B, C, H, W) of
-            ``inputs``, auxiliary (B + B2, C, H, W) of ``inputs`` then
-            ``aux_only_inputs``.
+            tuple[Tensor, Tensor]: CAMs in [0, 1]: final (num_final, C, H, W)
+            (of every image if the backbone cannot stop early) and auxiliary
+            (B, C, H, W).
         """
         size = inputs.shape[-2:]
-        groups = [inputs]
+        num_images = len(inputs)
         backbone_kwargs = {}
-        if aux_only_inputs is not None:
-            groups.append(aux_only_inputs)
-            # the images of ``inputs`` and their flips lead the batch
-            backbone_kwargs['full_depth_rows'] = 2 * len(inputs)
-        group_sizes = [len(group) for group in groups]
-        batch = torch.cat(groups)
+        if (self._backbone_stops_early and num_final is not None
+                and num_final < num_images):
+            # the images that go on, and their flips, lead the batch
+            backbone_kwargs['full_depth_rows'] = 2 * num_final
+        else:
+            num_final = num_images
+        group_sizes = [n for n in (num_final, num_images - num_final) if n]
         cam_sum = aux_sum = 0
         with self._eval_backbone():
             for scale in self.pseudo_label_cfg['cam_scales']:
-                scaled = batch if scale == 1.0 else F.interpolate(
-                    batch,
+                scaled = inputs if scale == 1.0 else F.interpolate(
+                    inputs,
                     size=[int(scale * s) for s in size],
                     mode='bilinear',
                     align_corners=False)
-                # [x, flip(x), y, flip(y)]
+                # [x, flip(x), y, flip(y)]: x full depth, y auxiliary only
                 outs = self.backbone(
                     torch.cat([
                         view for group in scaled.split(group_sizes)
@@ -412,10 +417,17 @@ class FSRSegmentor(EncoderDecoder):
         mask_needs_cam = need_fsr and self.mask_neck.uses_cam(progress)
         cams_from_view2 = (
             mask_needs_cam and self.mask_cam_source == 'multi_scale')
+        # One CAM pass over the images whose CAMs a started loss reads: the
+        # final CAM only for seg labels from it, else the auxiliary one.
+        cam_images = [view1] if need_seg or need_aff else []
+        if cams_from_view2:
+            cam_images.append(view2)
+        needs_final_cam = (
+            need_seg and self.pseudo_label_cfg['seg_label_source'] == 'cam')
         cams = aux_cams = None
-        if need_seg or need_aff or cams_from_view2:
+        if cam_images:
             cams, aux_cams = self.multi_scale_cams(
-                view1, view2 if cams_from_view2 else None)
+                torch.cat(cam_images), batch_size if needs_final_cam else 0)
 
         token_mask = teacher_out = None
         if need_fsr:
@@ -425,7 +437,7 @@ class FSRSegmentor(EncoderDecoder):
                 mask_cams = img_labels.new_zeros(batch_size,
                                                  img_labels.shape[1], *grid)
             elif cams_from_view2:
-                mask_cams = aux_cams[batch_size:]
+                mask_cams = aux_cams[-batch_size:]
             else:
                 mask_cams = teacher_out['aux_cams']
             token_mask = self.mask_neck(mask_cams, img_labels, grid, progress)

@@ -1,4 +1,4 @@
-"""Replacing masked patch embeddings by a learnable mask token."""
+"""Token helpers of the maskable ViT backbones: mask token, feature map."""
 from typing import Sequence
 
 import torch
@@ -30,3 +30,22 @@ def replace_masked_tokens(tokens: Tensor, hw_shape: Sequence[int],
     # torch.where keeps unmasked rows bit-identical to the unmasked path.
     return torch.where(token_mask.bool().unsqueeze(-1),
                        mask_token.to(tokens.dtype), tokens)
+
+
+def tokens_to_map(tokens: Tensor, hw_shape: Sequence[int],
+                  num_extra_tokens: int) -> Tensor:
+    """Patch tokens as a feature map, for any batch size including 0.
+
+    Args:
+        tokens (Tensor): Token sequence, shape (B, num_extra_tokens + h*w,
+            C), extra tokens (class token) first.
+        hw_shape (Sequence[int]): Patch grid (h, w).
+        num_extra_tokens (int): Leading tokens that are not patches.
+
+    Returns:
+        Tensor: Contiguous map, shape (B, C, h, w).
+    """
+    batch_size, _, channels = tokens.shape
+    return tokens[:, num_extra_tokens:].reshape(
+        batch_size, hw_shape[0], hw_shape[1],
+        channels).permute(0, 3, 1, 2).contiguous()
