@@ -14,7 +14,8 @@ param_scheduler = [
         start_factor=0.1,
         by_epoch=False,
         begin=0,
-        end=warmup_iters),
+        # +1: the factor reaches 1 at warmup_iters, as the authors' schedule
+        end=warmup_iters + 1),
     dict(
         type='CosineAnnealingLR',
         eta_min=0.0,

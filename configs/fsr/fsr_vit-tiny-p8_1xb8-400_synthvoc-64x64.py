@@ -12,29 +12,12 @@ projector_dims = 256
 max_iters = 400
 warmup_iters = 40
 
-view_pipeline = [
-    dict(
-        type='mmpretrain.RandomResizedCrop',
-        scale=crop_size,
-        crop_ratio_range=(0.32, 1.0),
-        backend='cv2'),
-    dict(type='mmpretrain.RandomFlip', prob=0.5, direction='horizontal'),
-    # torchvision's ColorJitter (as the reference): mmcv's hue shift
-    # overflows under numpy 2.
-    dict(type='mmpretrain.NumpyToPIL', to_rgb=True),
-    dict(
-        type='mmpretrain.torchvision/ColorJitter',
-        brightness=0.3,
-        contrast=0.3,
-        saturation=0.3,
-        hue=0.1),
-    dict(type='mmpretrain.PILToNumpy', to_bgr=True),
-]
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations'),
     dict(type='GenerateImageLabels', num_classes=21),
-    dict(type='mmpretrain.MultiView', num_views=2, transforms=[view_pipeline]),
+    # two views, each: random resized crop, flip, colour jitter
+    dict(type='WSSSMultiView', crop_size=crop_size),
     dict(type='PackWSSSInputs'),
 ]
 cam_eval_pipeline = [
@@ -75,7 +58,8 @@ model = dict(
         init_cfg=None),
     cam_head=dict(in_channels=embed_dims),
     decode_head=dict(in_channels=embed_dims, channels=64, dilation=2),
-    mask_neck=dict(patch_size=patch_size, block_size=patch_size),
+    # 2x2-patch blocks: a 4x4 block grid, as the authors' 7x7 at 448 px
+    mask_neck=dict(patch_size=patch_size, block_size=2 * patch_size),
     aggregation_head=dict(
         in_channels=embed_dims,
         num_heads=4,
@@ -97,7 +81,8 @@ param_scheduler = [
         start_factor=0.1,
         by_epoch=False,
         begin=0,
-        end=warmup_iters),
+        # +1: the factor reaches 1 at warmup_iters, as the authors' schedule
+        end=warmup_iters + 1),
     dict(
         type='CosineAnnealingLR',
         eta_min=0.0,

@@ -81,28 +81,29 @@ def _float_pairs(model):
 
 # ------------------------------------------------------------ momentum
 def test_momentum_schedule_values():
+    """The authors' cosine_scheduler: cos(pi t / T) over t = 0..T-1."""
     hook = FSRTeacherHook()
     assert hook.momentum == 0.9995 and hook.end_momentum == 1.0
-    # cosine from 0.9995 (first iteration) to 1.0 (last), T = 101
-    assert hook.momentum_at(0, 101) == pytest.approx(0.9995, abs=1e-12)
-    assert hook.momentum_at(50, 101) == pytest.approx(0.99975, abs=1e-12)
-    assert hook.momentum_at(100, 101) == pytest.approx(1.0, abs=1e-12)
+    assert hook.momentum_at(0, 100) == pytest.approx(0.9995, abs=1e-12)
+    assert hook.momentum_at(50, 100) == pytest.approx(0.99975, abs=1e-12)
+    # the last iteration is one step short of 1: 1 - 0.0005 (1 - cos(pi/T))/2
+    assert hook.momentum_at(99, 100) == pytest.approx(
+        1 - 0.0005 * (1 + math.cos(math.pi * 99 / 100)) / 2, abs=1e-15)
     # a quarter of the way: 1 - 0.0005 * (1 + cos(pi / 4)) / 2
-    assert hook.momentum_at(25, 101) == pytest.approx(
+    assert hook.momentum_at(25, 100) == pytest.approx(
         1 - 0.0005 * (1 + math.sqrt(0.5)) / 2, abs=1e-12)
-    values = [hook.momentum_at(t, 101) for t in range(101)]
+    values = [hook.momentum_at(t, 100) for t in range(100)]
     assert all(a <= b for a, b in zip(values, values[1:]))
     # beyond the end (e.g. resumed with fewer iterations) stays at the end
-    assert hook.momentum_at(500, 101) == pytest.approx(1.0)
-    # degenerate one-iteration run does not divide by zero
+    assert hook.momentum_at(500, 100) == pytest.approx(1.0)
     assert hook.momentum_at(0, 1) == pytest.approx(0.9995)
 
 
 def test_momentum_custom_range():
     hook = FSRTeacherHook(momentum=0.5, end_momentum=0.9)
-    assert hook.momentum_at(0, 11) == pytest.approx(0.5)
-    assert hook.momentum_at(5, 11) == pytest.approx(0.7)
-    assert hook.momentum_at(10, 11) == pytest.approx(0.9)
+    assert hook.momentum_at(0, 10) == pytest.approx(0.5)
+    assert hook.momentum_at(5, 10) == pytest.approx(0.7)
+    assert hook.momentum_at(10, 10) == pytest.approx(0.9)
 
 
 @pytest.mark.parametrize('momentum,end_momentum', [(-0.1, 1.0), (0.9, 1.1),
@@ -138,10 +139,23 @@ def test_update_teacher_is_ema(tiny_cfg, m):
         assert torch.allclose(t, m * t0 + (1 - m) * s0, atol=1e-6), name
 
 
+@pytest.mark.parametrize('stochastic_targets', [True, False])
+def test_teacher_mode_follows_stochastic_targets(tiny_cfg,
+                                                 stochastic_targets):
+    """The authors never put the teacher in eval mode (drop path acts)."""
+    cfg = copy.deepcopy(tiny_cfg)
+    cfg.stochastic_targets = stochastic_targets
+    model = _build(cfg)
+    model.train()
+    assert model.teacher.training is stochastic_targets
+    model.eval()
+    assert not model.teacher.training
+
+
 def test_teacher_gets_no_grad(tiny_cfg):
     model = _build(tiny_cfg)
     model.train()
-    assert not model.teacher.training
+    model.set_training_progress(50, 100)
     torch.manual_seed(0)
     samples = []
     for i in range(2):
@@ -160,7 +174,7 @@ def test_teacher_gets_no_grad(tiny_cfg):
 
 
 # ----------------------------------------------------------------- hook
-def _runner(model, it=50, max_iters=101, classes=VOC_CLASSES):
+def _runner(model, it=50, max_iters=100, classes=VOC_CLASSES):
     dataset = SimpleNamespace(metainfo=dict(classes=classes))
     return SimpleNamespace(
         model=model,
@@ -196,8 +210,10 @@ def test_hook_updates_teacher_through_ddp_wrapper(tiny_cfg, gloo_group):
     wrapped = MMDistributedDataParallel(module=model)
     assert is_model_wrapper(wrapped)
     hook = FSRTeacherHook(momentum=0.5, end_momentum=1.0)
-    runner = _runner(wrapped, it=50, max_iters=101)
+    runner = _runner(wrapped, it=50, max_iters=100)
     hook.before_train(runner)
+    hook.before_train_iter(runner, batch_idx=0)
+    assert (model.cur_iter, model.max_iters) == (50, 100)
     hook.after_train_iter(runner, batch_idx=0)
     m = 0.75  # 1 - 0.5 * (1 + cos(pi / 2)) / 2
     for name, s, t in _float_pairs(model):
@@ -205,12 +221,12 @@ def test_hook_updates_teacher_through_ddp_wrapper(tiny_cfg, gloo_group):
         assert torch.allclose(t, m * t0 + (1 - m) * s0, atol=1e-6), name
 
 
-def test_hook_unwrapped_model_last_iter_keeps_teacher(tiny_cfg):
+def test_hook_unwrapped_model_momentum_one_keeps_teacher(tiny_cfg):
     model = _build(tiny_cfg)
     _scramble_teacher(model)
     before = {n: t.clone() for n, _, t in _float_pairs(model)}
     hook = FSRTeacherHook()
-    runner = _runner(model, it=100, max_iters=101)  # momentum 1.0
+    runner = _runner(model, it=100, max_iters=100)  # momentum 1.0
     hook.before_train(runner)
     hook.after_train_iter(runner, batch_idx=0)
     for name, _, t in _float_pairs(model):
@@ -218,14 +234,16 @@ def test_hook_unwrapped_model_last_iter_keeps_teacher(tiny_cfg):
 
 
 def test_hook_skips_models_without_fsr():
-    calls = []
+    calls, progress = [], []
     model = SimpleNamespace(
-        with_fsr=False, num_classes=21, update_teacher=calls.append)
+        with_fsr=False, num_classes=21, update_teacher=calls.append,
+        set_training_progress=lambda *a: progress.append(a))
     runner = _runner(model)
     hook = FSRTeacherHook()
     hook.before_train(runner)
+    hook.before_train_iter(runner, batch_idx=0)
     hook.after_train_iter(runner, batch_idx=0)
-    assert calls == []
+    assert calls == [] and progress == [(50, 100)]
     model.with_fsr = True
     hook.after_train_iter(runner, batch_idx=0)
     assert calls == [pytest.approx(0.99975)]

@@ -109,14 +109,14 @@ def test_cams_to_labels_all_zero():
 
 def test_flip_fused_cam_same_size():
     # B = 2, C = 1: rows 0..1 are the plain images, rows 2..3 their flips
-    plain0 = [[-3., -2.], [3., 0.]]
+    plain0 = [[0., 0.], [3., 0.]]
     plain1 = [[1., 1.], [1., 1.]]
-    flip0 = [[-1., -4.], [-1., -1.]]  # flipped back: [[-4, -1], [-1, -1]]
+    flip0 = [[1., 0.], [0., 0.]]  # flipped back: [[0, 1], [0, 0]]
     flip1 = [[0., 5.], [2., 0.]]  # flipped back: [[5, 0], [0, 2]]
     cams = torch.tensor([[plain0], [plain1], [flip0], [flip1]])
     out = flip_fused_cam(cams, (2, 2))
-    # relu(max(plain, unflipped)):
-    expected = torch.tensor([[[[0., 0.], [3., 0.]]], [[[5., 1.], [1., 2.]]]])
+    # max(plain, unflipped):
+    expected = torch.tensor([[[[0., 1.], [3., 0.]]], [[[5., 1.], [1., 2.]]]])
     assert out.shape == (2, 1, 2, 2)
     assert torch.allclose(out, expected)
 
@@ -127,3 +127,23 @@ def test_flip_fused_cam_resizes():
     out = flip_fused_cam(cams, (5, 7))
     assert out.shape == (1, 3, 5, 7)
     assert torch.allclose(out, torch.full((1, 3, 5, 7), 2.0))
+
+
+def test_cam_relu_acts_before_resizing():
+    """ReLU(Z W^T) at token resolution, then bilinear resizing (authors).
+
+    Token CAM [-4, 4] resized to 4 pixels: ReLU first gives the bilinear
+    samples of [0, 4] at x = -0.25, 0.25, 0.75, 1.25 (clamped), i.e.
+    [0, 1, 3, 4]; ReLU after resizing would give [0, 0, 2, 4].
+    """
+    from mmseg_fsr.models.heads import CAMHead
+    head = CAMHead(in_channels=1, num_classes=1)
+    with torch.no_grad():
+        head.classifier.weight.fill_(1.)
+        head.aux_classifier.weight.fill_(1.)
+    tokens = torch.tensor([[[[-4., 4.]]]])
+    cam, aux = head.cams(tokens, tokens)
+    both = torch.cat([cam, cam.flip(-1)])  # the image and its flip
+    out = flip_fused_cam(both, (1, 4))
+    assert torch.equal(out, torch.tensor([[[[0., 1., 3., 4.]]]]))
+    assert torch.equal(aux, torch.tensor([[[[0., 4.]]]]))

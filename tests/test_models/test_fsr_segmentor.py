@@ -3,7 +3,6 @@ import copy
 
 import pytest
 import torch
-from mmengine.logging import MessageHub
 from mmengine.optim import OptimWrapper
 from mmengine.structures import PixelData
 from mmseg.registry import MODELS
@@ -16,14 +15,12 @@ from mmseg_fsr.testing import tiny_fsr_model_cfg
 CROP = 32
 
 
-def build(**overrides):
+def build(progress=(900, 1000), **overrides):
+    """The tiny model, told it is at ``progress`` (past every warm-up)."""
     model = MODELS.build(tiny_fsr_model_cfg(CROP, **overrides))
     model.init_weights()
+    model.set_training_progress(*progress)
     return model
-
-
-# no Runner iteration info: every warm-up counts as finished
-pytestmark = pytest.mark.usefixtures('outside_runner')
 
 
 def stock_batch(num_images=2, num_classes=21, size=CROP, seed=0):
@@ -202,7 +199,7 @@ def test_fsr_needs_a_maskable_backbone():
     cfg = tiny_fsr_model_cfg(CROP)
     cfg.backbone.type = 'VisionTransformer'
     cfg.backbone.pop('init_cfg', None)
-    with pytest.raises(TypeError, match='forward_with_cls_token'):
+    with pytest.raises(TypeError, match='forward_with_tokens'):
         MODELS.build(cfg)
 
 
@@ -249,19 +246,22 @@ def test_aux_only_images_stop_at_the_auxiliary_layer():
 
 
 def test_baseline_runs_on_a_backbone_that_cannot_stop_early():
-    """FSR off, only ``forward(inputs)``: auxiliary-only CAMs run the whole
-    backbone instead."""
+    """FSR off, only ``forward(inputs)``: auxiliary-only CAMs (affinity
+    before the decoder starts) run the whole backbone instead."""
     cfg = tiny_fsr_model_cfg(
         CROP, uncertain_loss=None, certain_loss=None,
-        pseudo_label_cfg=dict(seg_label_source='aux_cam'))
+        loss_start_iters=dict(seg=10, aff=0, fsr=0))
     cfg.backbone.type = 'VisionTransformer'
     model = MODELS.build(cfg)
     model.init_weights()
     model.train()
     inputs, samples = two_view_batch([[0], [1]])
-    losses = model.loss(inputs, samples)
-    assert {'decode.loss_seg', 'loss_aff'} <= set(losses)
-    assert all(torch.isfinite(v).all() for v in losses.values())
+    for progress, expected in (((5, 100), {'loss_aff'}),
+                               ((50, 100), {'decode.loss_seg', 'loss_aff'})):
+        model.set_training_progress(*progress)
+        losses = model.loss(inputs, samples)
+        assert expected <= set(losses)
+        assert all(torch.isfinite(v).all() for v in losses.values())
 
 
 # --------------------------------------------------- work per iteration
@@ -296,19 +296,17 @@ def test_multi_scale_cam_computed_once_per_iteration(monkeypatch,
     assert par_calls[0][0][1].shape[0] == 2  # PAR on view 1 only
 
 
-def test_final_cam_only_for_seg_labels_from_it(monkeypatch):
+def test_final_cam_only_once_the_decoder_starts(monkeypatch):
     """COCO's schedule: the mask picks from CAMs before the decoder and the
-    affinity loss start, so only view 2's auxiliary CAM is computed; with
-    seg labels from the auxiliary CAM no image needs the final one."""
-    hub = MessageHub.get_current_instance()
-    hub.update_info('iter', 5)
-    hub.update_info('max_iters', 100)
+    affinity loss start, so only view 2's auxiliary CAM is computed; the
+    affinity loss alone needs view 1's auxiliary CAM only."""
     inputs, samples = two_view_batch([[0], [1]])
-    for overrides, views in [
-        (dict(loss_start_iters=dict(seg=10, aff=10, fsr=0)), [1]),
-        (dict(pseudo_label_cfg=dict(seg_label_source='aux_cam')), [0, 1]),
-    ]:
-        model = build(**overrides).train()
+    for starts, views in [(dict(seg=10, aff=10, fsr=0), [1]),
+                          (dict(seg=10, aff=0, fsr=0), [0, 1])]:
+        model = build(
+            progress=(5, 100),
+            loss_start_iters=starts,
+            mask_neck=dict(random_warmup_ratio=0.0)).train()
         cam_calls = count_calls(monkeypatch, model, 'multi_scale_cams')
         last_layer_rows = []
         model.backbone.layers[-1].register_forward_hook(
@@ -324,10 +322,8 @@ def test_final_cam_only_for_seg_labels_from_it(monkeypatch):
 
 
 def test_no_work_for_losses_not_started(monkeypatch):
-    hub = MessageHub.get_current_instance()
-    hub.update_info('iter', 5)
-    hub.update_info('max_iters', 100)
     model = build(
+        progress=(5, 100),
         loss_start_iters=dict(seg=10, aff=10, fsr=0),
         mask_neck=dict(random_warmup_ratio=0.2)).train()
     cam_calls = count_calls(monkeypatch, model, 'multi_scale_cams')
@@ -347,3 +343,63 @@ def test_cam_prediction_accepts_images_without_class():
     data['data_samples'][0].gt_class_labels = torch.zeros(20)
     sample = model.predict(**data)[0]
     assert set(sample.pred_cam_label.data.unique().tolist()) == {0}
+
+
+# ------------------------------------------- the authors' computation
+def test_par_sees_the_8_bit_image():
+    """PAR compares the input de-normalised and truncated to 8 bits (the
+    authors' denormalize_img2): 100.7 -> 100, 255.3 -> 255, -0.2 -> 0."""
+    model = build()
+    pre = model.data_preprocessor
+    raw = torch.tensor([100.7, 255.3, -0.2, 0.0]).view(1, 1, 1, 4).expand(
+        1, 3, 1, 4)
+    normalised = (raw - pre.mean) / pre.std
+    out = model._par_images(normalised)
+    expected = torch.tensor([100., 255., 0., 0.]) / 255
+    torch.testing.assert_close(out[0, :, 0], expected.expand(3, 4),
+                               rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize('stochastic_targets', [True, False])
+def test_drop_path_acts_on_targets_as_in_the_authors_code(
+        stochastic_targets):
+    model = build(
+        backbone=dict(drop_path_rate=0.5),
+        stochastic_targets=stochastic_targets).train()
+    inputs, _ = two_view_batch([[0], [1]])
+    cams = [model.multi_scale_cams(inputs[:, 0])[0] for _ in range(2)]
+    teacher = model.teacher['backbone']
+    tokens = [teacher.forward_with_tokens(inputs[:, 1])[1] for _ in range(2)]
+    differ = [not torch.equal(*cams), not torch.equal(*tokens)]
+    assert differ == [stochastic_targets] * 2
+    model.eval()  # inference is always deterministic
+    assert torch.equal(model.multi_scale_cams(inputs[:, 0])[0],
+                       model.multi_scale_cams(inputs[:, 0])[0])
+
+
+def test_certain_token_uses_class_token_query_and_final_norm():
+    """L_c reaches the backbone's class token (the aggregation query) and
+    its final norm, which the aggregated token shares with the patches."""
+    model = build(uncertain_loss=None, affinity_loss=None,
+                  loss_start_iters=dict(seg=2000, aff=0, fsr=0)).train()
+    inputs, samples = two_view_batch([[0], [1, 2]])
+    model.loss(inputs, samples)['loss_fsr_c'].backward()
+    assert model.backbone.cls_token.grad.abs().sum() > 0
+    assert model.backbone.ln1.weight.grad.abs().sum() > 0
+    blocks = model.aggregation_head.blocks
+    assert blocks[0].attn.in_proj_weight.grad.abs().sum() > 0
+
+
+def test_patch_center_follows_every_teacher_token_of_view_2():
+    """DINO / iBOT centering: the L_u center moves towards the mean of all
+    of the teacher's projected view-2 patch tokens, masked or not."""
+    model = build(certain_loss=None).train()
+    inputs, samples = two_view_batch([[0], [1, 2]])
+    with torch.no_grad():
+        outs, _ = model.teacher['backbone'].forward_with_tokens(inputs[:, 1])
+        projected = model.teacher['aggregation_head'].project(
+            outs[-1].flatten(2).transpose(1, 2))
+    model.loss(inputs, samples)
+    expected = 0.1 * projected.reshape(-1, projected.shape[-1]).mean(0)
+    torch.testing.assert_close(model.uncertain_loss.center[0], expected,
+                               rtol=0, atol=1e-6)

@@ -65,17 +65,18 @@ def test_cam_head_logits_are_w_times_gmp():
     assert torch.allclose(aux_logits, torch.tensor([[-1., -3.]]))
 
 
-def test_cam_head_cams_are_plain_1x1_conv():
+def test_cam_head_cams_are_relu_of_1x1_conv():
     head = _cam_head()
     cams, aux_cams = head.cams(FEAT, AUX)
-    # class 0: ch0 - ch2 ; class 1: 2 * ch1
+    # class 0: relu(ch0 - ch2) ; class 1: relu(2 * ch1)
     expected = torch.tensor([[
-        [[-1., -2.], [-1., 2.]],
+        [[0., 0.], [0., 2.]],
         [[6., 0.], [10., 2.]],
     ]])
     assert torch.allclose(cams, expected)
-    # aux class 0: ch1 ; class 1: -ch0
-    assert torch.allclose(aux_cams, torch.stack([AUX[0, 1], -AUX[0, 0]])[None])
+    # aux class 0: relu(ch1) ; class 1: relu(-ch0)
+    assert torch.allclose(
+        aux_cams, torch.stack([AUX[0, 1], -AUX[0, 0]]).relu()[None])
 
 
 def _soft_margin(logits, target):

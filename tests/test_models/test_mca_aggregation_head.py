@@ -44,14 +44,34 @@ def test_registered_names_build_with_defaults(name):
     assert MODELS.build(dict(type=name)) is not None
 
 
-def test_forward_shapes():
+def test_shapes_and_norm_eps():
     head = _head()
     patches, cls_token, mask = _inputs()
-    agg, proj = head(patches, cls_token, mask)
-    assert agg.shape == (2, K) and proj.shape == (2, 6, K)
-    assert torch.allclose(proj, head.project(patches))
-    assert torch.allclose(
-        agg, head.project(head.aggregate(patches, cls_token, mask)))
+    agg = head.aggregate(patches, cls_token, mask)
+    assert agg.shape == (2, C) and head.project(agg).shape == (2, K)
+    assert head.project(patches).shape == (2, 6, K)
+    # one (1, C) query serves every image
+    assert torch.allclose(head.aggregate(patches, cls_token[:1]),
+                          head.aggregate(patches, cls_token[:1].expand(2, -1)))
+    norms = [m for m in head.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert len(norms) == 4 and all(m.eps == 1e-6 for m in norms)
+
+
+def test_mca_attends_to_masked_tokens_by_default():
+    """The authors' class attention has no mask: the token mask changes
+    nothing unless ``mask_attention`` (Eq. 7) is on, and a fully masked
+    image is fine."""
+    head = _head()
+    patches, cls_token, mask = _inputs()
+    assert torch.equal(head.aggregate(patches, cls_token, mask),
+                       head.aggregate(patches, cls_token))
+    assert torch.equal(
+        head.aggregate(patches, cls_token, torch.ones_like(mask)),
+        head.aggregate(patches, cls_token))
+    changed = patches.clone()
+    changed[0, [1, 4]] = torch.randn(2, C)  # not a shift: LN removes it
+    assert not torch.allclose(head.aggregate(changed, cls_token, mask)[0],
+                              head.aggregate(patches, cls_token, mask)[0])
 
 
 def test_attention_excludes_masked_tokens():
@@ -65,16 +85,18 @@ def test_attention_excludes_masked_tokens():
     assert torch.all(weights[0, :, [0, 2, 3, 5]] > 0)
     assert torch.all(weights[1] > 0)
     assert torch.allclose(weights.sum(-1), torch.ones(2, 2))
-    assert torch.equal(out, head.blocks[0](cls_token.unsqueeze(1), patches,
-                                           mask))
+    assert torch.allclose(
+        out,
+        head.blocks[0](cls_token.unsqueeze(1), patches, mask),
+        atol=1e-6)
 
 
 def test_mca_ignores_masked_tokens_and_rows_are_independent():
-    head = _head()
+    head = _head(mask_attention=True)
     patches, cls_token, mask = _inputs()
     agg = head.aggregate(patches, cls_token, mask)
     changed = patches.clone()
-    changed[0, [1, 4]] += 10.
+    changed[0, [1, 4]] = torch.randn(2, C)  # not a shift: LN removes it
     assert torch.allclose(agg, head.aggregate(changed, cls_token, mask))
     # Sample 1 has no masked token: same as without a mask.
     assert torch.allclose(agg[1], head.aggregate(patches, cls_token)[1])
@@ -82,12 +104,11 @@ def test_mca_ignores_masked_tokens_and_rows_are_independent():
 
 
 def test_mca_gradients_reach_inputs():
-    head = _head()
+    head = _head(mask_attention=True)
     patches, cls_token, mask = _inputs()
     patches.requires_grad_()
     cls_token.requires_grad_()
-    agg, proj = head(patches, cls_token, mask)
-    agg.sum().backward()
+    head.project(head.aggregate(patches, cls_token, mask)).sum().backward()
     assert cls_token.grad.abs().sum() > 0
     assert patches.grad[0, [0, 2, 3, 5]].abs().sum() > 0
     assert torch.all(patches.grad[0, [1, 4]] == 0)
@@ -110,13 +131,13 @@ def test_pooling_variants_by_hand():
 
 @pytest.mark.parametrize('aggregation', ['MCA', 'GAP', 'GMP'])
 def test_fully_masked_row_raises(aggregation):
-    head = _head(aggregation=aggregation)
+    head = _head(aggregation=aggregation, mask_attention=True)
     patches, cls_token, mask = _inputs()
     mask[1] = True
     with pytest.raises(ValueError, match='masked'):
-        head(patches, cls_token, mask)
+        head.aggregate(patches, cls_token, mask)
     with pytest.raises(ValueError, match='shape'):
-        head(patches, cls_token, mask[:, :5])
+        head.aggregate(patches, cls_token, mask[:, :5])
 
 
 def test_unknown_aggregation_raises():
@@ -167,7 +188,7 @@ def test_projector_deepcopy():
     # Deep copy of the whole head (as done for the EMA teacher).
     head = _head()
     patches, cls_token, mask = _inputs()
-    for a, b in zip(
-            head(patches, cls_token, mask),
-            copy.deepcopy(head)(patches, cls_token, mask)):
-        assert torch.equal(a, b)
+    twin = copy.deepcopy(head)
+    assert torch.equal(
+        head.project(head.aggregate(patches, cls_token, mask)),
+        twin.project(twin.aggregate(patches, cls_token, mask)))

@@ -39,9 +39,15 @@ def _neck(**kwargs):
     return MODELS.build(dict(type='UncertaintyMaskingNeck', **kwargs))
 
 
-@pytest.mark.parametrize('ratio, k', [(0.4, 10), (0.3, 7), (0.99, 24)])
-def test_k_is_floor_of_tokens_times_ratio(ratio, k):
-    neck = _neck(mask_ratio=ratio)
+@pytest.mark.parametrize('ratio, rounding, k', [(0.4, 'ceil', 10),
+                                               (0.3, 'ceil', 8),
+                                               (0.3, 'floor', 7),
+                                               (0.99, 'floor', 24),
+                                               (0.99, 'ceil', 25)])
+def test_k_rounds_tokens_times_ratio(ratio, rounding, k):
+    """k = ceil(25 r) (authors) or floor(25 r) (paper) on a 5x5 grid."""
+    neck = _neck(mask_ratio=ratio, block_size=16,
+                 num_masked_rounding=rounding)
     cams = torch.rand(3, 4, 80, 80)
     labels = torch.tensor([[1, 0, 0, 1], [0, 1, 0, 0], [1, 1, 1, 1]])
     mask = neck(cams, labels, (5, 5))
@@ -49,6 +55,7 @@ def test_k_is_floor_of_tokens_times_ratio(ratio, k):
     assert mask.sum(1).tolist() == [k] * 3
 
 
+@pytest.mark.parametrize('block_score', ['nearest', 'area'])
 @pytest.mark.parametrize(
     'labels, expected',
     [
@@ -59,8 +66,8 @@ def test_k_is_floor_of_tokens_times_ratio(ratio, k):
         # Both: max over classes makes blocks 0 and 1 uncertain.
         ([1, 1], [T, T, F, F]),
     ])
-def test_absent_classes_are_ignored(labels, expected):
-    neck = _neck(mask_ratio=0.5)
+def test_absent_classes_are_ignored(labels, expected, block_score):
+    neck = _neck(mask_ratio=0.5, block_size=16, block_score=block_score)
     cams = torch.tensor([[[[0.5, 0.0], [0.0, 0.0]], [[0.0, 0.5], [0.9, 0.0]]]])
     noise = torch.tensor([[0.1, 0.2, 0.3, 0.9]])
     mask = neck(cams, torch.tensor([labels]), (2, 2), noise=noise)
@@ -68,25 +75,38 @@ def test_absent_classes_are_ignored(labels, expected):
 
 
 def _block_cams():
-    """128x128 px CAM: only the top-right 64 px block *averages* 0.5."""
+    """128x128 px CAM of 64-px blocks (2x2 grid of blocks).
+
+    Top-left block: 0.5 at its top-left pixel, 0 elsewhere (area mean ~0);
+    top-right: 1 at the top-left pixel, 0.5 on average over the block;
+    bottom-left: certain foreground (1).
+    """
     cams = torch.zeros(1, 1, 128, 128)
-    cams[..., 64:, :64] = 1.  # bottom-left: certain foreground
-    cams[..., :64, 64:96] = 1.  # top-right: half 1, half 0 -> mean 0.5
+    cams[..., 0, 0] = 0.5
+    cams[..., :64, 64:96] = 1.
+    cams[..., 64:, :64] = 1.
     return cams
 
 
-def test_block_masking_masks_4x4_patch_blocks():
-    neck = _neck(mask_ratio=0.5, block_size=64)
-    # Block 1 is uncertain; then block 2 has the highest u of the others.
+@pytest.mark.parametrize('block_score, uncertain', [('nearest', 0),
+                                                    ('area', 1)])
+def test_block_masking_masks_4x4_patch_blocks(block_score, uncertain):
+    """'nearest' reads each block's top-left pixel, 'area' its mean."""
+    neck = _neck(mask_ratio=0.5, block_size=64, block_score=block_score)
+    # Blocks by noise, without the uncertain one: 2 (0.9), then 3 (0.2).
     noise = torch.tensor([[0.1, 0.0, 0.9, 0.2]])
     mask = neck(_block_cams(), torch.ones(1, 1), (8, 8), noise=noise)
     assert mask.shape == (1, 64)
-    block_mask = torch.tensor([[F, T], [T, F]])
-    expected = block_mask.repeat_interleave(4, 0).repeat_interleave(4, 1)
+    block_mask = torch.zeros(4, dtype=torch.bool)
+    block_mask[[uncertain, 2]] = True
+    expected = block_mask.view(2, 2).repeat_interleave(4, 0)
+    expected = expected.repeat_interleave(4, 1)
     assert torch.equal(mask.view(8, 8), expected)
 
 
 def test_random_warmup_and_random_strategy_ignore_cams():
+    """The first int(T * 0.2) iterations mask by noise alone: the caller
+    gives no CAM (uses_cam) and the neck ranks the noise."""
     noise = torch.tensor([[0.1, 0.0, 0.9, 0.2]])
     labels = torch.ones(1, 1)
     by_noise = torch.tensor([[F, F, T, T]])  # blocks 2, 3: highest u
@@ -95,14 +115,15 @@ def test_random_warmup_and_random_strategy_ignore_cams():
     def blocks(mask):
         return mask.view(1, 2, 4, 2, 4)[:, :, 0, :, 0].reshape(1, 4)
 
-    warm = neck(_block_cams(), labels, (8, 8), progress=0.1, noise=noise)
+    assert not neck.uses_cam(19, 100) and neck.uses_cam(20, 100)
+    assert not neck.uses_cam(79, 401) and neck.uses_cam(80, 401)
+    warm = neck(None, labels, (8, 8), noise=noise)
     assert torch.equal(blocks(warm), by_noise)
-    late = neck(_block_cams(), labels, (8, 8), progress=0.2, noise=noise)
-    assert blocks(late).tolist() == [[F, T, T, F]]
+    late = neck(_block_cams(), labels, (8, 8), noise=noise)
+    assert blocks(late).tolist() == [[T, F, T, F]]
 
     neck = _neck(mask_ratio=0.5, block_size=64, strategy='random')
-    out = neck(_block_cams(), labels, (8, 8), progress=1.0, noise=noise)
-    assert torch.equal(blocks(out), by_noise)
+    assert not neck.uses_cam(99, 100)
 
 
 @pytest.mark.parametrize('kwargs, match', [
@@ -115,6 +136,8 @@ def test_random_warmup_and_random_strategy_ignore_cams():
     (dict(block_size=24), 'multiple of patch_size'),
     (dict(block_size=0), 'multiple of patch_size'),
     (dict(strategy='foo'), 'strategy'),
+    (dict(block_score='max'), 'block_score'),
+    (dict(num_masked_rounding='round'), 'num_masked_rounding'),
     (dict(random_warmup_ratio=1.5), 'random_warmup_ratio'),
 ])
 def test_invalid_settings_raise_at_build(kwargs, match):

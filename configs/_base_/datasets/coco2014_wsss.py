@@ -7,29 +7,12 @@ _base_ = ['mmseg::_base_/datasets/coco-stuff164k.py']
 data_root = 'data/coco2014'
 crop_size = 448
 
-view_pipeline = [
-    dict(
-        type='mmpretrain.RandomResizedCrop',
-        scale=crop_size,
-        crop_ratio_range=(0.32, 1.0),
-        backend='cv2'),
-    dict(type='mmpretrain.RandomFlip', prob=0.5, direction='horizontal'),
-    # torchvision's ColorJitter (as the reference): mmcv's hue shift
-    # overflows under numpy 2.
-    dict(type='mmpretrain.NumpyToPIL', to_rgb=True),
-    dict(
-        type='mmpretrain.torchvision/ColorJitter',
-        brightness=0.3,
-        contrast=0.3,
-        saturation=0.3,
-        hue=0.1),
-    dict(type='mmpretrain.PILToNumpy', to_bgr=True),
-]
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations'),
     dict(type='GenerateImageLabels', num_classes=81),
-    dict(type='mmpretrain.MultiView', num_views=2, transforms=[view_pipeline]),
+    # two views, each: random resized crop, flip, colour jitter
+    dict(type='WSSSMultiView', crop_size=crop_size),
     dict(type='PackWSSSInputs'),
 ]
 test_pipeline = [

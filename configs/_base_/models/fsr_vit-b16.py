@@ -8,9 +8,9 @@ embed_dims = 768
 projector_dims = 4096
 data_preprocessor = dict(
     type='WSSSDataPreProcessor',
-    # timm's `jx` ViT weights were trained with mean = std = 0.5.
-    mean=[127.5, 127.5, 127.5],
-    std=[127.5, 127.5, 127.5],
+    # The authors' pipeline normalises with the ImageNet mean / std.
+    mean=[123.675, 116.28, 103.53],
+    std=[58.395, 57.12, 57.375],
     bgr_to_rgb=True,
     pad_val=0,
     seg_pad_val=255,
@@ -32,7 +32,9 @@ model = dict(
         patch_bias=True,  # timm's patch embedding has a bias
         drop_rate=0.0,
         drop_path_rate=0.1,
-        with_cls_token=True,
+        # As the authors' ViT: the layers see patch tokens only; the class
+        # token is the query of the aggregation head.
+        with_cls_token=False,
         final_norm=True,
         norm_cfg=dict(type='LN', eps=1e-6),
         act_cfg=dict(type='GELU'),
@@ -58,16 +60,21 @@ model = dict(
         uncertain_range=(0.2, 0.7),
         strategy='uncertain',
         patch_size=16,
-        # the paper masks single patches from the start; the reference code
-        # uses block_size=64 and random_warmup_ratio=0.2.
-        block_size=16,
-        random_warmup_ratio=0.0),
+        # the authors' code: 64-px blocks, random for the first 20% of
+        # iterations, k = ceil(N r), each block read at its top-left pixel
+        # (the paper: single patches, no warm-up, floor; see the
+        # _paper-literal config)
+        block_size=64,
+        random_warmup_ratio=0.2,
+        block_score='nearest',
+        num_masked_rounding='ceil'),
     aggregation_head=dict(
         type='MCAAggregationHead',
         in_channels=embed_dims,
         num_blocks=2,
         num_heads=12,
         aggregation='MCA',
+        mask_attention=False,  # the paper's Eq. 7 masks the softmax
         projector=dict(
             type='DINOProjector',
             in_channels=embed_dims,
@@ -84,12 +91,12 @@ model = dict(
         high_thr=0.7,
         low_thr=0.25,
         par=dict(dilations=(1, 2, 4, 8, 12, 24), num_iter=10),
-        par_down_scale=2,
-        seg_label_source='cam'),
+        par_down_scale=2),
     loss_start_iters=dict(seg=2000, aff=0, fsr=0),
     mask_cam_source='multi_scale',
+    stochastic_targets=True,  # CAMs and teacher with drop path, as authors
     train_cfg=dict(),
-    test_cfg=dict(mode='whole', cam_bg_thr=0.45))
+    test_cfg=dict(mode='whole', cam_bg_thr=0.5))
 # some losses start late and FSR parts may be switched off.
 model_wrapper_cfg = dict(
     type='MMDistributedDataParallel', find_unused_parameters=True)

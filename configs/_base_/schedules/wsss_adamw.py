@@ -1,4 +1,6 @@
-# AdamW, linear warm-up then cosine decay, 10x lr on the heads, no weight
+# AdamW, linear warm-up then cosine decay, 10x lr on the heads (CAM
+# classifiers, decoder, projector; the aggregation blocks and the class-token
+# query train at 1x with the backbone, as in the authors' code), no weight
 # decay on norms, biases and tokens. Set `max_iters` / `warmup_iters` in the
 # config that uses it and mirror them in `param_scheduler`.
 optim_wrapper = dict(
@@ -17,5 +19,5 @@ optim_wrapper = dict(
             'mask_token': dict(decay_mult=0.0),
             'cam_head': dict(lr_mult=10.0),
             'decode_head': dict(lr_mult=10.0),
-            'aggregation_head': dict(lr_mult=10.0),
+            'aggregation_head.projector': dict(lr_mult=10.0),
         }))

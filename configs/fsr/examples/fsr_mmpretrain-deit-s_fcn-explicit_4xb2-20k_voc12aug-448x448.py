@@ -27,7 +27,8 @@ model = dict(
         pad_val=0,
         seg_pad_val=255,
         test_cfg=dict(size_divisor=patch_size)),
-    # --- any backbone with forward / forward_with_cls_token / patch_size
+    # --- any backbone with forward, forward_with_tokens, normalize_tokens,
+    # cls_token and patch_size (docs/extending.md)
     backbone=dict(
         type='MMPretrainViTAdapter',
         arch='deit-small',
@@ -61,8 +62,7 @@ model = dict(
         high_thr=0.7,
         low_thr=0.25,
         par=dict(dilations=(1, 2, 4, 8, 12, 24), num_iter=10),
-        par_down_scale=2,
-        seg_label_source='cam'),
+        par_down_scale=2),
     loss_start_iters=dict(seg=2000, aff=0, fsr=0),
     # --- feature self-reinforcement
     mask_neck=dict(
@@ -71,14 +71,17 @@ model = dict(
         uncertain_range=(0.2, 0.7),
         strategy='uncertain',
         patch_size=patch_size,
-        block_size=patch_size,
-        random_warmup_ratio=0.0),
+        block_size=4 * patch_size,
+        random_warmup_ratio=0.2,
+        block_score='nearest',
+        num_masked_rounding='ceil'),
     aggregation_head=dict(
         type='MCAAggregationHead',
         in_channels=embed_dims,
         num_blocks=2,
         num_heads=6,
         aggregation='MCA',
+        mask_attention=False,
         projector=dict(
             type='DINOProjector',
             in_channels=embed_dims,
@@ -91,6 +94,7 @@ model = dict(
     certain_loss=dict(
         type='FSRCertainLoss', out_channels=projector_dims, loss_weight=0.1),
     mask_cam_source='multi_scale',
+    stochastic_targets=True,
     train_cfg=dict(),
-    test_cfg=dict(mode='whole', cam_bg_thr=0.45))
+    test_cfg=dict(mode='whole', cam_bg_thr=0.5))
 custom_hooks = [dict(type='FSRTeacherHook', momentum=0.9995, end_momentum=1.0)]

@@ -1,8 +1,9 @@
 from .formatting import PackWSSSInputs
 from .image_labels import (GenerateImageLabels, class_ids_to_multi_hot,
                            foreground_class_ids, load_image_label_file)
+from .two_view_augmentation import WSSSMultiView
 
 __all__ = [
     'GenerateImageLabels', 'PackWSSSInputs', 'class_ids_to_multi_hot',
-    'foreground_class_ids', 'load_image_label_file'
+    'foreground_class_ids', 'load_image_label_file', 'WSSSMultiView'
 ]

@@ -12,13 +12,18 @@ class FSRTeacherHook(Hook):
     """EMA teacher update with a cosine momentum schedule.
 
     After every optimiser step the teacher moves towards the student with
-    momentum ``m(t) = end - (end - start) * (1 + cos(pi * t / (T - 1))) / 2``
-    for iteration ``t`` of ``T``: ``start`` at the first iteration, ``end``
-    at the last. Here momentum is the weight of the *old* teacher, as in
-    DINO and the paper (0.9995); mmengine's EMA classes use the opposite
-    convention. The teacher is part of the model, so checkpoints hold it,
-    and the schedule reads ``runner.iter``, so it continues where a resumed
-    run stopped.
+    momentum ``m(t) = end - (end - start) * (1 + cos(pi * t / T)) / 2`` for
+    0-based iteration ``t`` of ``T`` (the authors' ``cosine_scheduler``):
+    ``start`` at the first iteration, approaching ``end``. Here momentum is
+    the weight of the *old* teacher, as in DINO and the paper (0.9995);
+    mmengine's EMA classes use the opposite convention. The teacher is part
+    of the model, so checkpoints hold it, and the schedule reads
+    ``runner.iter``, so it continues where a resumed run stopped.
+
+    Before every iteration it also tells the model where training stands
+    (``set_training_progress``), which the loss start iterations, the
+    masking warm-up and the teacher temperature read; a model without FSR
+    losses (the baseline) needs the hook for that alone.
 
     Before training it also checks that the model's class count matches the
     training data set's, so that a wrong ``num_classes`` fails at once.
@@ -41,7 +46,7 @@ class FSRTeacherHook(Hook):
 
     def momentum_at(self, cur_iter: int, max_iters: int) -> float:
         """Teacher momentum at 0-based iteration ``cur_iter``."""
-        progress = min(1.0, cur_iter / max(max_iters - 1, 1))
+        progress = min(1.0, cur_iter / max(max_iters, 1))
         return self.end_momentum - (self.end_momentum - self.momentum) * (
             1 + math.cos(math.pi * progress)) / 2
 
@@ -62,6 +67,14 @@ class FSRTeacherHook(Hook):
                 f'wrong class count: the training data has {len(classes)} '
                 f'classes (background included), the model '
                 f'num_classes={model.num_classes}')
+
+    def before_train_iter(self,
+                          runner,
+                          batch_idx: int,
+                          data_batch: Optional[dict] = None) -> None:
+        """Pass the iteration about to run to the model."""
+        self._segmentor(runner).set_training_progress(runner.iter,
+                                                      runner.max_iters)
 
     def after_train_iter(self,
                          runner,

@@ -23,11 +23,16 @@ class MaskableViT(VisionTransformer):
     names, so mmseg ViT checkpoints load; ``mask_token`` is simply missing
     from them and keeps its initialisation under ``strict=False``).
 
+    For FSR it is built with ``with_cls_token=False``, as the authors' ViT:
+    the layers see patch tokens only and ``cls_token`` (the pretrained class
+    token) is the query of the aggregation head, which reads the last
+    layer's tokens from :meth:`forward_with_tokens` and shares the final norm
+    (:meth:`normalize_tokens`).
+
     Args:
         *args: Positional arguments of ``VisionTransformer``.
         **kwargs: Keyword arguments of ``VisionTransformer``.
-            ``output_cls_token`` must stay False: use
-            :meth:`forward_with_cls_token` to get the class token instead.
+            ``output_cls_token`` must stay False.
 
     Raises:
         ValueError: If ``output_cls_token=True``.
@@ -36,8 +41,9 @@ class MaskableViT(VisionTransformer):
     def __init__(self, *args, **kwargs) -> None:
         if kwargs.get('output_cls_token', False):
             raise ValueError(
-                'MaskableViT does not support output_cls_token=True; call '
-                'forward_with_cls_token() to get the final class token.')
+                'MaskableViT does not support output_cls_token=True: FSR '
+                'uses cls_token as the aggregation query (see '
+                'forward_with_tokens)')
         super().__init__(*args, **kwargs)
         embed_dims = self.cls_token.shape[-1]
         self.mask_token = nn.Parameter(torch.zeros(1, 1, embed_dims))
@@ -65,7 +71,8 @@ class MaskableViT(VisionTransformer):
         """Stock ViT token pipeline with an optional masking step.
 
         Mirrors ``VisionTransformer.forward`` (with ``output_cls_token``
-        False) and additionally returns the final token sequence.
+        False) and additionally returns the last layer's patch tokens before
+        the final norm.
 
         Args:
             inputs (Tensor): Images, shape (B, 3, H, W).
@@ -74,8 +81,9 @@ class MaskableViT(VisionTransformer):
 
         Returns:
             tuple: ``outs``, one (B, C, h, w) map per ``out_indices`` (plus the
-            ``out_origin`` map first), and the final tokens (B', [1+]h*w, C),
-            B' = ``full_depth_rows`` or B.
+            ``out_origin`` map first), and the last layer's patch tokens
+            before the final norm, (B', h*w, C), B' = ``full_depth_rows`` or
+            B.
         """
         B = inputs.shape[0]
         x, hw_shape = self.patch_embed(inputs)
@@ -99,13 +107,27 @@ class MaskableViT(VisionTransformer):
         for i, layer in enumerate(self.layers):
             if len(x):  # full_depth_rows=0 leaves no image to go on with
                 x = layer(x)  # handles with_cp internally
-                if i == last and self.final_norm:
-                    x = self.norm1(x)
+            if i == last:
+                tokens, x = x, self.normalize_tokens(x)
             if i in self.out_indices:
                 outs.append(tokens_to_map(x, hw_shape, num_extra))
             if i == first_out and full_depth_rows is not None:
                 x = x[:full_depth_rows]
-        return tuple(outs), x
+        return tuple(outs), tokens[:, num_extra:]
+
+    def normalize_tokens(self, tokens: Tensor) -> Tensor:
+        """The final norm of the last layer (identity without one).
+
+        FSR also applies it to the aggregated class token, as the authors'
+        encoder norms ``[class token; patch tokens]`` together.
+
+        Args:
+            tokens (Tensor): Shape (..., C).
+
+        Returns:
+            Tensor: Shape (..., C).
+        """
+        return self.norm1(tokens) if self.final_norm else tokens
 
     def forward(self,
                 inputs: Tensor,
@@ -136,26 +158,24 @@ class MaskableViT(VisionTransformer):
         outs, _ = self._forward_tokens(inputs, token_mask, full_depth_rows)
         return outs
 
-    def forward_with_cls_token(self,
-                               inputs: Tensor,
-                               token_mask: Optional[Tensor] = None
-                               ) -> Tuple[Tuple[Tensor, ...], Tensor]:
-        """Like :meth:`forward`, plus the final layer's class token.
+    def forward_with_tokens(self,
+                            inputs: Tensor,
+                            token_mask: Optional[Tensor] = None
+                            ) -> Tuple[Tuple[Tensor, ...], Tensor]:
+        """Like :meth:`forward`, plus the last layer's patch tokens.
+
+        The tokens are taken before the final norm: FSR's aggregation head
+        attends to them, as the authors' class-attention blocks do.
 
         Args:
             inputs (Tensor): Images, shape (B, 3, H, W).
             token_mask (Tensor, optional): Bool, shape (B, h*w).
 
         Returns:
-            tuple: The outputs of :meth:`forward` and the final class token,
-            shape (B, C), taken after the final norm when ``final_norm``.
+            tuple: The outputs of :meth:`forward` and the patch tokens, shape
+            (B, h*w, C).
 
         Raises:
-            ValueError: If the model was built with ``with_cls_token=False``
-                or ``token_mask`` does not match the patch grid.
+            ValueError: If ``token_mask`` does not match the patch grid.
         """
-        if not self.with_cls_token:
-            raise ValueError(
-                'forward_with_cls_token() requires with_cls_token=True.')
-        outs, x = self._forward_tokens(inputs, token_mask)
-        return outs, x[:, 0]
+        return self._forward_tokens(inputs, token_mask)

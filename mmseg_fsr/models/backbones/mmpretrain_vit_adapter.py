@@ -24,9 +24,13 @@ class MMPretrainViTAdapter(VisionTransformer):
 
     - :meth:`forward` returns two (B, C, h, w) maps: the auxiliary layer's
       and the final layer's (``out_indices``);
-    - :meth:`forward_with_cls_token` also returns the final class token and
-      replaces masked patch embeddings by a learnable ``mask_token`` before
-      the positional embedding is added (as ``MaskableViT``);
+    - the layers see patch tokens only (as in the FSR authors' ViT): the
+      class token gets its positional embedding and is then set aside as the
+      aggregation query ``cls_token``;
+    - :meth:`forward_with_tokens` also returns the last layer's patch tokens
+      before the final norm (:meth:`normalize_tokens`) and replaces masked
+      patch embeddings by a learnable ``mask_token`` before the positional
+      embedding is added (as ``MaskableViT``);
     - ``patch_size``, for the input-size check and the masking neck.
 
     Args:
@@ -39,11 +43,12 @@ class MMPretrainViTAdapter(VisionTransformer):
             order; negative values count from the end. Defaults to (-3, -1)
             (FSR's auxiliary CAM on layer -3).
         **kwargs: Other ``VisionTransformer`` arguments; ``out_type`` is
-            fixed to 'featmap' and ``with_cls_token`` must stay True for FSR.
+            fixed to 'featmap' and ``with_cls_token`` must stay True (the
+            class token of the checkpoint is the aggregation query).
 
     Raises:
-        ValueError: If ``out_indices`` does not name two increasing layers
-            or ``out_type`` is not 'featmap'.
+        ValueError: If ``out_indices`` does not name two increasing layers,
+            ``out_type`` is not 'featmap' or ``with_cls_token`` is False.
     """
 
     def __init__(self,
@@ -55,6 +60,9 @@ class MMPretrainViTAdapter(VisionTransformer):
         if kwargs.pop('out_type', 'featmap') != 'featmap':
             raise ValueError('MMPretrainViTAdapter outputs feature maps: '
                              "out_type must be 'featmap'")
+        if not kwargs.get('with_cls_token', True):
+            raise ValueError('MMPretrainViTAdapter needs with_cls_token=True:'
+                             ' the class token is the aggregation query')
         super().__init__(
             arch=arch,
             img_size=img_size,
@@ -75,21 +83,22 @@ class MMPretrainViTAdapter(VisionTransformer):
         trunc_normal_(self.mask_token, std=.02)
         super().init_weights()
 
-    def _forward_tokens(self,
-                        inputs: Tensor,
-                        token_mask: Optional[Tensor] = None,
-                        full_depth_rows: Optional[int] = None
-                        ) -> Tuple[Tuple[Tensor, Tensor], Tensor]:
-        """mmpretrain's ``forward`` with an optional masking step.
+    def forward_with_tokens(self,
+                            inputs: Tensor,
+                            token_mask: Optional[Tensor] = None,
+                            full_depth_rows: Optional[int] = None
+                            ) -> Tuple[Tuple[Tensor, Tensor], Tensor]:
+        """Auxiliary and final maps, plus the last layer's patch tokens.
 
         Args:
             inputs (Tensor): Images, shape (B, 3, H, W).
-            token_mask (Tensor, optional): Bool, shape (B, h*w).
+            token_mask (Tensor, optional): Bool, shape (B, h*w), True = the
+                patch token is replaced by ``mask_token``.
             full_depth_rows (int, optional): See :meth:`forward`.
 
         Returns:
-            tuple: The two maps, (B, C, h, w) and (B', C, h, w), and the
-            final token sequence (B', [1 +] h*w, C), B' =
+            tuple: The two maps, (B, C, h, w) and (B', C, h, w), and the last
+            layer's patch tokens before the final norm (B', h*w, C), B' =
             ``full_depth_rows`` or B.
         """
         batch_size = inputs.shape[0]
@@ -97,30 +106,32 @@ class MMPretrainViTAdapter(VisionTransformer):
         if token_mask is not None:
             x = replace_masked_tokens(x, hw_shape, token_mask,
                                       self.mask_token)
-        if self.cls_token is not None:
-            x = torch.cat((self.cls_token.expand(batch_size, -1, -1), x),
-                          dim=1)
+        x = torch.cat((self.cls_token.expand(batch_size, -1, -1), x), dim=1)
         x = x + resize_pos_embed(
             self.pos_embed,
             self.patch_resolution,
             hw_shape,
             mode=self.interpolate_mode,
             num_extra_tokens=self.num_extra_tokens)
-        x = self.pre_norm(self.drop_after_pos(x))
+        # the layers see the patch tokens only
+        x = self.pre_norm(self.drop_after_pos(x[:, self.num_extra_tokens:]))
         outs = []
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             if len(x):  # full_depth_rows=0 leaves no image to go on with
                 x = layer(x)
-                if i == last and self.final_norm:
-                    x = self.ln1(x)
+            if i == last:
+                tokens, x = x, self.normalize_tokens(x)
             if i in self.out_indices:
                 # mmpretrain's _format_output cannot reshape 0 images
-                outs.append(
-                    tokens_to_map(x, hw_shape, self.num_extra_tokens))
+                outs.append(tokens_to_map(x, hw_shape, 0))
             if i == self.out_indices[0] and full_depth_rows is not None:
                 x = x[:full_depth_rows]
-        return tuple(outs), x
+        return tuple(outs), tokens
+
+    def normalize_tokens(self, tokens: Tensor) -> Tensor:
+        """The final norm (identity without one), see ``MaskableViT``."""
+        return self.ln1(tokens) if self.final_norm else tokens
 
     def forward(
             self,
@@ -142,28 +153,6 @@ class MMPretrainViTAdapter(VisionTransformer):
             tuple[Tensor, Tensor]: (aux_map, final_map), (B, C, h, w) and
             (B', C, h, w), B' = ``full_depth_rows`` or B.
         """
-        outs, _ = self._forward_tokens(inputs, token_mask, full_depth_rows)
+        outs, _ = self.forward_with_tokens(inputs, token_mask,
+                                           full_depth_rows)
         return outs
-
-    def forward_with_cls_token(self,
-                               inputs: Tensor,
-                               token_mask: Optional[Tensor] = None
-                               ) -> Tuple[Tuple[Tensor, Tensor], Tensor]:
-        """Like :meth:`forward`, plus the final class token.
-
-        Args:
-            inputs (Tensor): Images, shape (B, 3, H, W).
-            token_mask (Tensor, optional): Bool, shape (B, h*w).
-
-        Returns:
-            tuple: The maps of :meth:`forward` and the final class token
-            (B, C), after the final norm when ``final_norm``.
-
-        Raises:
-            ValueError: If built with ``with_cls_token=False``.
-        """
-        if not self.with_cls_token:
-            raise ValueError(
-                'forward_with_cls_token() requires with_cls_token=True')
-        outs, x = self._forward_tokens(inputs, token_mask)
-        return outs, x[:, 0]

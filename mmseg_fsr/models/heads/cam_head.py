@@ -57,16 +57,21 @@ class CAMHead(BaseModule):
         return logits, aux_logits
 
     def cams(self, feat: Tensor, aux_feat: Tensor) -> Tuple[Tensor, Tensor]:
-        """Raw (un-normalised) class activation maps, Z W^T of Eq. 2.
+        """Un-normalised class activation maps, ReLU(Z W^T) of Eq. 2.
+
+        The ReLU acts at token resolution, before any resizing, as in the
+        authors' code.
 
         Args:
             feat (Tensor): Final tokens, shape (B, D, h, w).
             aux_feat (Tensor): Intermediate tokens, shape (B, D', h, w).
 
         Returns:
-            tuple[Tensor, Tensor]: Final and auxiliary CAMs, (B, C, h, w).
+            tuple[Tensor, Tensor]: Final and auxiliary CAMs, (B, C, h, w),
+            non-negative.
         """
-        return self.classifier(feat), self.aux_classifier(aux_feat)
+        return (self.classifier(feat).relu(),
+                self.aux_classifier(aux_feat).relu())
 
     def loss(self, feat: Tensor, aux_feat: Tensor,
              img_labels: Tensor) -> Dict[str, Tensor]:

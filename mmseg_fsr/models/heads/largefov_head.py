@@ -10,20 +10,33 @@ from torch import Tensor
 
 @MODELS.register_module()
 class LargeFOVHead(BaseDecodeHead):
-    """DeepLab-LargeFOV head: dilated 3x3 convs without bias, then 1x1.
+    """DeepLab-LargeFOV head: dilated 3x3 convs and a 1x1 classifier, no bias.
 
     The segmentation decoder of ToCo / FSR. mmseg's ``FCNHead`` comes close
-    but always adds conv biases, which the reference does not have.
+    but always adds conv biases, which the authors' code does not have; its
+    convs (the classifier too) are Kaiming-normal (fan out) initialised.
 
     Args:
         num_convs (int): Number of dilated 3x3 convs. Default: 2.
         dilation (int): Their dilation. Default: 5.
+        init_cfg (dict): Initialisation of every conv.
         **kwargs: Arguments of :class:`BaseDecodeHead` (``channels`` is the
-            width of the convs, 512 in the reference).
+            width of the convs, 512 in the authors' code).
     """
 
-    def __init__(self, num_convs: int = 2, dilation: int = 5, **kwargs):
-        super().__init__(**kwargs)
+    def __init__(self,
+                 num_convs: int = 2,
+                 dilation: int = 5,
+                 init_cfg: dict = dict(
+                     type='Kaiming',
+                     layer='Conv2d',
+                     mode='fan_out',
+                     nonlinearity='relu',
+                     distribution='normal'),
+                 **kwargs):
+        super().__init__(init_cfg=init_cfg, **kwargs)
+        self.conv_seg = nn.Conv2d(
+            self.channels, self.out_channels, kernel_size=1, bias=False)
         convs: List[nn.Module] = []
         for i in range(num_convs):
             convs.append(

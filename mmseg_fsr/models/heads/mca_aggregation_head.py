@@ -1,8 +1,8 @@
 """Aggregation module A (masked cross-attention, Eq. 5-7) plus projector P."""
 from typing import Optional, Tuple, Union
 
-import torch
 import torch.nn as nn
+from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks.transformer import FFN
 from mmengine.model import BaseModule, ModuleList
 from mmengine.model.weight_init import trunc_normal_init
@@ -11,25 +11,27 @@ from torch import Tensor
 
 
 class MCABlock(BaseModule):
-    """One aggregation block: pre-LN masked cross-attention + pre-LN FFN.
+    """One aggregation block: pre-LN cross-attention + pre-LN FFN.
 
     The class token is the only query; patch tokens are keys and values and
-    are not updated. Masked tokens are excluded through
-    ``key_padding_mask``, so their attention weights are exactly 0.
+    are not updated (CaiT class attention, the authors' ``CABlock``). With a
+    ``token_mask`` the masked tokens are excluded through
+    ``key_padding_mask``, so their attention weights are exactly 0 (Eq. 7).
 
     Args:
         embed_dims (int): Token channels C.
         num_heads (int): Attention heads.
         mlp_ratio (int): FFN hidden width / C.
+        norm_cfg (dict): Config of both norms.
     """
 
-    def __init__(self, embed_dims: int, num_heads: int,
-                 mlp_ratio: int) -> None:
+    def __init__(self, embed_dims: int, num_heads: int, mlp_ratio: int,
+                 norm_cfg: dict) -> None:
         super().__init__()
-        self.norm1 = nn.LayerNorm(embed_dims)
+        self.norm1 = build_norm_layer(norm_cfg, embed_dims)[1]
         self.attn = nn.MultiheadAttention(
             embed_dims, num_heads, batch_first=True)
-        self.norm2 = nn.LayerNorm(embed_dims)
+        self.norm2 = build_norm_layer(norm_cfg, embed_dims)[1]
         self.ffn = FFN(
             embed_dims=embed_dims,
             feedforward_channels=embed_dims * mlp_ratio,
@@ -56,7 +58,8 @@ class MCABlock(BaseModule):
             with ``return_attention``, also the per-head weights (B, heads, N)
             whose rows sum to 1 and are 0 on masked tokens.
         """
-        # A shared pre-norm for query and keys, as in CaiT class attention.
+        # One pre-norm for query and keys, as the class token and the patch
+        # tokens are normed together in class attention.
         kv = self.norm1(patch_tokens)
         attn_out, weights = self.attn(
             self.norm1(cls_token),
@@ -74,7 +77,11 @@ class MCABlock(BaseModule):
 
 @MODELS.register_module()
 class MCAAggregationHead(BaseModule):
-    """Aggregates patch tokens into one token and projects both (FSR A + P).
+    """Aggregates patch tokens into one token and projects tokens (FSR A + P).
+
+    The query is a class token handed in by the caller (the backbone's
+    pretrained ``cls_token`` in FSR, as in the authors' code); keys and values
+    are the last layer's patch tokens before the backbone's final norm.
 
     Args:
         in_channels (int): Token channels C.
@@ -83,6 +90,10 @@ class MCAAggregationHead(BaseModule):
         mlp_ratio (int): FFN hidden width / C.
         aggregation (str): ``'MCA'`` (Eq. 5-7), ``'GAP'`` or ``'GMP'``
             (average / max pooling of the unmasked tokens; ablations).
+        mask_attention (bool): Exclude masked tokens from the MCA softmax
+            (Eq. 7 of the paper). The authors' code attends to every token
+            (masked ones differ only by the mask token): False, the default.
+        norm_cfg (dict): Norm of the blocks; eps 1e-6 as the authors' ViT.
         projector (dict): Config of the projector, e.g. ``DINOProjector``.
         init_cfg (dict, optional): Initialisation config; if None, the
             blocks' linear layers get truncated normal (std 0.02).
@@ -99,6 +110,8 @@ class MCAAggregationHead(BaseModule):
                  num_heads: int = 12,
                  mlp_ratio: int = 4,
                  aggregation: str = 'MCA',
+                 mask_attention: bool = False,
+                 norm_cfg: dict = dict(type='LN', eps=1e-6),
                  projector: dict = dict(
                      type='DINOProjector',
                      in_channels=768,
@@ -112,9 +125,10 @@ class MCAAggregationHead(BaseModule):
                              f'one of {self.AGGREGATIONS}')
         self.in_channels = in_channels
         self.aggregation = aggregation
+        self.mask_attention = mask_attention
         # Pooling variants have no parameters of their own.
         self.blocks = ModuleList([
-            MCABlock(in_channels, num_heads, mlp_ratio)
+            MCABlock(in_channels, num_heads, mlp_ratio, norm_cfg)
             for _ in range(num_blocks if aggregation == 'MCA' else 0)
         ])
         self.projector = MODELS.build(projector)
@@ -131,19 +145,25 @@ class MCAAggregationHead(BaseModule):
                   patch_tokens: Tensor,
                   cls_token: Tensor,
                   token_mask: Optional[Tensor] = None) -> Tensor:
-        """Aggregate the unmasked patch tokens into one token.
+        """Aggregate the patch tokens into one token.
 
         Args:
             patch_tokens (Tensor): Shape (B, N, C).
-            cls_token (Tensor): Shape (B, C); unused by GAP / GMP.
+            cls_token (Tensor): Query, shape (B, C) or (1, C); unused by GAP
+                / GMP.
             token_mask (Tensor, optional): Bool, shape (B, N), True = masked.
+                GAP / GMP always leave masked tokens out; MCA only with
+                ``mask_attention``.
 
         Returns:
             Tensor: Aggregated token, shape (B, C).
 
         Raises:
-            ValueError: If the mask shape is wrong or a row is fully masked.
+            ValueError: If the mask shape is wrong, or a row is fully masked
+                and masked tokens are left out.
         """
+        if self.aggregation == 'MCA' and not self.mask_attention:
+            token_mask = None  # masked tokens are attended to
         if token_mask is not None:
             if token_mask.shape != patch_tokens.shape[:2]:
                 raise ValueError(f'token_mask must have shape (B, N) = '
@@ -165,7 +185,7 @@ class MCAAggregationHead(BaseModule):
                     token_mask.unsqueeze(-1), float('-inf'))
             return patch_tokens.amax(1)
 
-        x = cls_token.unsqueeze(1)
+        x = cls_token.expand(patch_tokens.shape[0], -1).unsqueeze(1)
         for block in self.blocks:
             x = block(x, patch_tokens, token_mask)
         return x.squeeze(1)
@@ -180,22 +200,3 @@ class MCAAggregationHead(BaseModule):
             Tensor: Shape (..., K).
         """
         return self.projector(x)
-
-    def forward(self,
-                patch_tokens: Tensor,
-                cls_token: Tensor,
-                token_mask: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
-        """Projected aggregated token and projected patch tokens.
-
-        Args:
-            patch_tokens (Tensor): Shape (B, N, C).
-            cls_token (Tensor): Shape (B, C).
-            token_mask (Tensor, optional): Bool, shape (B, N), True = masked.
-
-        Returns:
-            tuple[Tensor, Tensor]: Shapes (B, K) and (B, N, K).
-        """
-        agg = self.aggregate(patch_tokens, cls_token, token_mask)
-        # One projector pass over all tokens: larger, fewer matmuls.
-        out = self.project(torch.cat((agg.unsqueeze(1), patch_tokens), 1))
-        return out[:, 0], out[:, 1:]

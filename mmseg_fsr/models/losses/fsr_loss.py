@@ -18,9 +18,9 @@ class DINOCenteringLoss(nn.Module):
         out_channels (int): Projector outputs K.
         student_temp (float): Student temperature T_s.
         teacher_temp (float): Teacher temperature after warm-up.
-        warmup_teacher_temp (float): Teacher temperature at progress 0.
-        teacher_temp_warmup_ratio (float): Fraction of training over which
-            the teacher temperature rises linearly.
+        warmup_teacher_temp (float): Teacher temperature at iteration 0.
+        teacher_temp_warmup_ratio (float): Fraction of the training
+            iterations over which the teacher temperature rises linearly.
         center_momentum (float): EMA momentum m of the center.
         loss_weight (float): Loss weight.
         loss_name (str): Key of the loss in the loss dict.
@@ -58,35 +58,38 @@ class DINOCenteringLoss(nn.Module):
         """Key of the loss in the loss dict (mmseg convention)."""
         return self._loss_name
 
-    def teacher_temperature(self, progress: float) -> float:
-        """Teacher temperature at a training progress in [0, 1].
+    def teacher_temperature(self, cur_iter: int, max_iters: int) -> float:
+        """Teacher temperature at 0-based iteration ``cur_iter``.
 
-        Linear from ``warmup_teacher_temp`` to ``teacher_temp`` over
-        ``[0, teacher_temp_warmup_ratio]``, then constant.
+        Over the first ``W = int(max_iters * teacher_temp_warmup_ratio)``
+        iterations it rises linearly from ``warmup_teacher_temp`` to
+        ``teacher_temp``, reached at iteration W - 1 (the authors'
+        ``np.linspace(warmup, final, W)[cur_iter]``); then constant.
         """
-        progress = max(progress, 0.)
-        if progress >= self.teacher_temp_warmup_ratio:
+        warmup = int(max_iters * self.teacher_temp_warmup_ratio)
+        if cur_iter >= warmup:
             return self.teacher_temp
-        t = progress / self.teacher_temp_warmup_ratio
-        return self.warmup_teacher_temp + t * (
-            self.teacher_temp - self.warmup_teacher_temp)
+        if warmup == 1:
+            return self.warmup_teacher_temp
+        return self.warmup_teacher_temp + max(cur_iter, 0) * (
+            self.teacher_temp - self.warmup_teacher_temp) / (warmup - 1)
 
     def cross_entropy(self, student_out: Tensor, teacher_out: Tensor,
-                      progress: float) -> Tensor:
+                      teacher_temp: float) -> Tensor:
         """Per-sample H(teacher, student) with a centred, sharpened teacher.
 
         Args:
             student_out (Tensor): Student logits, shape (..., K).
             teacher_out (Tensor): Teacher logits, shape (..., K); detached.
-            progress (float): Training progress in [0, 1].
+            teacher_temp (float): Teacher temperature.
 
         Returns:
             Tensor: Cross-entropy, shape (...).
         """
         # float32 for a stable softmax at low temperature under AMP.
-        teacher_t = self.teacher_temperature(progress)
         p_teacher = F.softmax(
-            (teacher_out.detach().float() - self.center) / teacher_t, dim=-1)
+            (teacher_out.detach().float() - self.center) / teacher_temp,
+            dim=-1)
         log_p_student = F.log_softmax(
             student_out.float() / self.student_temp, dim=-1)
         return -(p_teacher * log_p_student).sum(-1)
@@ -126,7 +129,7 @@ class FSRCertainLoss(DINOCenteringLoss):
         super().__init__(loss_name=loss_name, **kwargs)
 
     def forward(self, student_out: Tensor, teacher_out: Tensor,
-                progress: float) -> Tensor:
+                cur_iter: int, max_iters: int) -> Tensor:
         """Compute the loss, then (training mode) update the center.
 
         Args:
@@ -134,12 +137,15 @@ class FSRCertainLoss(DINOCenteringLoss):
                 masked view, shape (B, K).
             teacher_out (Tensor): Teacher's projected aggregated token of the
                 other view, shape (B, K).
-            progress (float): Training progress in [0, 1].
+            cur_iter (int): 0-based training iteration.
+            max_iters (int): Length of training.
 
         Returns:
             Tensor: Scalar weighted loss.
         """
-        loss = self.cross_entropy(student_out, teacher_out, progress).mean()
+        loss = self.cross_entropy(
+            student_out, teacher_out,
+            self.teacher_temperature(cur_iter, max_iters)).mean()
         if self.training:
             self.update_center(teacher_out)
         return self.loss_weight * loss
@@ -149,6 +155,11 @@ class FSRCertainLoss(DINOCenteringLoss):
 class FSRUncertainLoss(DINOCenteringLoss):
     """L_u (Eq. 8): masked patch-token self-distillation.
 
+    The student is projected at the masked tokens only (the loss reads
+    nothing else); the teacher at every token, because the center follows
+    the mean of all of the teacher's patch tokens (DINO / iBOT centering, as
+    the authors' code).
+
     Args:
         See :class:`DINOCenteringLoss`.
     """
@@ -156,26 +167,38 @@ class FSRUncertainLoss(DINOCenteringLoss):
     def __init__(self, loss_name: str = 'loss_fsr_u', **kwargs) -> None:
         super().__init__(loss_name=loss_name, **kwargs)
 
-    def forward(self, student_out: Tensor, teacher_out: Tensor,
-                token_mask: Tensor, progress: float) -> Tensor:
+    def forward(self, student_masked: Tensor, teacher_out: Tensor,
+                token_mask: Tensor, cur_iter: int, max_iters: int) -> Tensor:
         """Compute the loss over masked tokens, then update the center.
 
         Args:
-            student_out (Tensor): Student's projected patch tokens of the
-                masked view, shape (B, N, K).
-            teacher_out (Tensor): Teacher's projected patch tokens of the same
-                view unmasked, shape (B, N, K).
+            student_masked (Tensor): Student's projected tokens of the masked
+                view at the masked positions, in row-major order of
+                ``token_mask``, shape (M, K), M = ``token_mask.sum()``.
+            teacher_out (Tensor): Teacher's projected patch tokens of the
+                same view unmasked, shape (B, N, K).
             token_mask (Tensor): Bool, shape (B, N), True = masked.
-            progress (float): Training progress in [0, 1].
+            cur_iter (int): 0-based training iteration.
+            max_iters (int): Length of training.
 
         Returns:
-            Tensor: Scalar weighted loss, averaged over all masked tokens of
-            the batch; exactly 0 (and differentiable) if none is masked.
+            Tensor: Scalar weighted loss: the cross-entropy averaged over each
+            image's masked tokens, then over the images; an image without
+            masked tokens counts 0 (and the loss stays differentiable).
         """
-        ce = self.cross_entropy(student_out, teacher_out, progress)
-        weight = token_mask.to(ce.dtype)
-        # clamp keeps 0 / 1 = 0 instead of NaN when nothing is masked.
-        loss = (ce * weight).sum() / weight.sum().clamp(min=1.)
+        token_mask = token_mask.bool()
+        if student_masked.shape[0] != int(token_mask.sum()):
+            raise ValueError(
+                f'student_masked has {student_masked.shape[0]} rows, '
+                f'token_mask masks {int(token_mask.sum())} tokens')
+        ce = self.cross_entropy(
+            student_masked, teacher_out[token_mask],
+            self.teacher_temperature(cur_iter, max_iters))
+        image_of_row = token_mask.nonzero()[:, 0]
+        per_image = ce.new_zeros(token_mask.shape[0]).index_add(
+            0, image_of_row, ce)
+        # clamp keeps 0 / 1 = 0 for an image with nothing masked
+        per_image = per_image / token_mask.sum(1).clamp(min=1)
         if self.training:
             self.update_center(teacher_out)
-        return self.loss_weight * loss
+        return self.loss_weight * per_image.mean()

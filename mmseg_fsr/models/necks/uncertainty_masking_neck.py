@@ -51,11 +51,11 @@ def select_random_tokens(noise: Tensor, k: int) -> Tensor:
 class UncertaintyMaskingNeck(BaseModule):
     """Chooses which patch tokens of the student view to mask (FSR Sec. 3.2).
 
-    Masking is decided on square blocks of ``block_size`` pixels (reference
+    Masking is decided on square blocks of ``block_size`` pixels (authors'
     code: 64 px = 4x4 patches; ``block_size == patch_size`` is the paper's
-    per-token masking). Each block's score is the CAM area-averaged over the
-    block, maximised over the image's present classes; blocks whose score is
-    in ``(beta_l, beta_h)`` are preferred, ties broken by uniform noise.
+    per-token masking). A block is uncertain when its CAM score, the maximum
+    over the image's classes, lies in ``(beta_l, beta_h)``; uncertain blocks
+    are masked first, ties broken by uniform noise (Eq. 4).
 
     Args:
         mask_ratio (float): Fraction r of blocks to mask, 0 < r < 1.
@@ -65,25 +65,35 @@ class UncertaintyMaskingNeck(BaseModule):
         patch_size (int): ViT patch size in pixels.
         block_size (int): Masking block side in pixels, a positive multiple
             of ``patch_size``.
-        random_warmup_ratio (float): While training progress is below this,
-            masking is purely random even with ``strategy='uncertain'``
-            (reference code: 0.2).
-        init_cfg (dict, optional): Unused (no parameters); kept for API
-            uniformity.
+        random_warmup_ratio (float): For the first
+            ``int(max_iters * random_warmup_ratio)`` iterations masking is
+            purely random even with ``strategy='uncertain'`` (authors: 0.2).
+        block_score (str): How a block's score is read from the CAM:
+            ``'nearest'`` takes the per-pixel class maximum at the block's
+            top-left pixel (the authors' nearest resampling of the thresholded
+            map), ``'area'`` averages each class over the block first (the
+            paper's per-token score when blocks are single patches).
+        num_masked_rounding (str): k = ``'ceil'`` (authors) or ``'floor'``
+            (paper) of ``num_blocks * mask_ratio``.
+        init_cfg (dict, optional): Initialisation config (no parameters).
 
     Raises:
         ValueError: On any invalid setting, at build time.
     """
 
     STRATEGIES = ('uncertain', 'random')
+    BLOCK_SCORES = ('nearest', 'area')
+    ROUNDINGS = ('ceil', 'floor')
 
     def __init__(self,
                  mask_ratio: float = 0.4,
                  uncertain_range: Tuple[float, float] = (0.2, 0.7),
                  strategy: str = 'uncertain',
                  patch_size: int = 16,
-                 block_size: int = 16,
-                 random_warmup_ratio: float = 0.0,
+                 block_size: int = 64,
+                 random_warmup_ratio: float = 0.2,
+                 block_score: str = 'nearest',
+                 num_masked_rounding: str = 'ceil',
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg)
         if not 0 < mask_ratio < 1:
@@ -96,9 +106,13 @@ class UncertaintyMaskingNeck(BaseModule):
             raise ValueError(
                 'uncertain_range thresholds out of order: need '
                 f'0 <= beta_l < beta_h <= 1, got {uncertain_range}')
-        if strategy not in self.STRATEGIES:
-            raise ValueError(f'Unknown masking strategy {strategy!r}; '
-                             f'expected one of {self.STRATEGIES}')
+        for name, value, allowed in (
+            ('strategy', strategy, self.STRATEGIES),
+            ('block_score', block_score, self.BLOCK_SCORES),
+            ('num_masked_rounding', num_masked_rounding, self.ROUNDINGS)):
+            if value not in allowed:
+                raise ValueError(f'Unknown {name} {value!r}; expected one of '
+                                 f'{allowed}')
         if patch_size <= 0:
             raise ValueError(f'patch_size must be positive, got {patch_size}')
         if block_size <= 0 or block_size % patch_size:
@@ -113,6 +127,9 @@ class UncertaintyMaskingNeck(BaseModule):
         self.patch_size = patch_size
         self.block_size = block_size
         self.random_warmup_ratio = random_warmup_ratio
+        self.block_score = block_score
+        self.round_num_masked = (math.ceil if num_masked_rounding == 'ceil'
+                                 else math.floor)
 
     @property
     def patches_per_block(self) -> int:
@@ -134,30 +151,29 @@ class UncertaintyMaskingNeck(BaseModule):
                 f'patch_size={self.patch_size}).')
         return h // p, w // p
 
-    def uses_cam(self, progress: float) -> bool:
-        """Whether the mask at training ``progress`` depends on the CAM.
+    def uses_cam(self, cur_iter: int, max_iters: int) -> bool:
+        """Whether the mask at 0-based iteration ``cur_iter`` reads the CAM.
 
         Lets the caller skip computing a CAM that would be ignored.
         """
         return (self.strategy == 'uncertain'
-                and progress >= self.random_warmup_ratio)
+                and cur_iter >= int(max_iters * self.random_warmup_ratio))
 
     @torch.no_grad()
     def forward(self,
-                cams: Tensor,
+                cams: Optional[Tensor],
                 img_labels: Tensor,
                 patch_grid: Tuple[int, int],
-                progress: float = 1.0,
                 noise: Optional[Tensor] = None) -> Tensor:
         """Compute the token mask of the view to be masked.
 
         Args:
-            cams (Tensor): Min-max normalised CAMs in [0, 1] of the C
-                foreground classes, shape (B, C, H, W), any resolution.
+            cams (Tensor, optional): Min-max normalised CAMs in [0, 1] of the
+                C foreground classes, shape (B, C, H, W), any resolution;
+                None masks at random (``strategy='random'`` or warm-up, see
+                :meth:`uses_cam`).
             img_labels (Tensor): Multi-hot image labels, shape (B, C).
             patch_grid (tuple[int, int]): ViT patch grid (h, w).
-            progress (float): Training progress in [0, 1]; below
-                ``random_warmup_ratio`` masking is random.
             noise (Tensor, optional): Uniform noise u per block, shape
                 (B, num_blocks); drawn with ``torch.rand`` if None.
 
@@ -167,21 +183,22 @@ class UncertaintyMaskingNeck(BaseModule):
         Raises:
             ValueError: On mismatched shapes or an indivisible patch grid.
         """
-        B, C = cams.shape[:2]
-        if cams.dim() != 4 or tuple(img_labels.shape) != (B, C):
+        B, C = img_labels.shape
+        if cams is not None and (cams.dim() != 4
+                                 or tuple(cams.shape[:2]) != (B, C)):
             raise ValueError(
                 f'Expected cams (B, C, H, W) and img_labels (B, C), got '
                 f'{tuple(cams.shape)} and {tuple(img_labels.shape)}.')
         gh, gw = self.block_grid(patch_grid)
         num_blocks = gh * gw
         if noise is None:
-            noise = torch.rand(B, num_blocks, device=cams.device)
+            noise = torch.rand(B, num_blocks, device=img_labels.device)
         elif tuple(noise.shape) != (B, num_blocks):
             raise ValueError(f'noise must have shape {(B, num_blocks)}, got '
                              f'{tuple(noise.shape)}.')
-        k = math.floor(num_blocks * self.mask_ratio)
+        k = self.round_num_masked(num_blocks * self.mask_ratio)
 
-        if (self.strategy == 'random' or progress < self.random_warmup_ratio):
+        if cams is None:
             block_mask = select_random_tokens(noise, k)
         else:
             block_mask = select_uncertain_tokens(
@@ -192,10 +209,12 @@ class UncertaintyMaskingNeck(BaseModule):
         patch_mask = block_mask.view(B, gh, 1, gw, 1).expand(B, gh, p, gw, p)
         return patch_mask.reshape(B, gh * p * gw * p)
 
-    @staticmethod
-    def block_scores(cams: Tensor, img_labels: Tensor,
+    def block_scores(self, cams: Tensor, img_labels: Tensor,
                      grid: Tuple[int, int]) -> Tensor:
-        """Per-block score s_i: area-pooled CAM, max over present classes.
+        """Per-block score s_i: the CAM maximum over present classes.
+
+        Absent classes score 0 (their CAM is multiplied by the 0 label, as in
+        the authors' code), so a block only they cover is certain background.
 
         Args:
             cams (Tensor): CAMs, shape (B, C, H, W).
@@ -203,9 +222,11 @@ class UncertaintyMaskingNeck(BaseModule):
             grid (tuple[int, int]): Block grid (gh, gw).
 
         Returns:
-            Tensor: Scores, shape (B, gh*gw); -inf for an image without
-            classes, so none of its blocks counts as uncertain.
+            Tensor: Scores, shape (B, gh*gw).
         """
-        pooled = F.adaptive_avg_pool2d(cams.float(), grid)
-        absent = ~img_labels.bool()[:, :, None, None]
-        return pooled.masked_fill(absent, float('-inf')).amax(1).flatten(1)
+        cams = cams.float() * img_labels.float()[:, :, None, None]
+        if self.block_score == 'area':
+            return F.adaptive_avg_pool2d(cams, grid).amax(1).flatten(1)
+        scores = F.interpolate(cams.amax(1, keepdim=True), size=grid,
+                               mode='nearest')
+        return scores.flatten(1)

@@ -1,14 +1,12 @@
 """The single-stage WSSS framework of FSR (Figure 2 of the paper)."""
 import copy
 import inspect
-import math
 from contextlib import contextmanager
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmengine.logging import MessageHub
 from mmengine.structures import PixelData
 from mmseg.models.segmentors import EncoderDecoder
 from mmseg.models.utils import resize
@@ -24,7 +22,6 @@ from ..utils import (PixelAdaptiveRefiner, cams_to_labels,
 
 _LOSS_STAGES = ('seg', 'aff', 'fsr')
 _MASK_CAM_SOURCES = ('multi_scale', 'single_scale')
-_SEG_LABEL_SOURCES = ('cam', 'aux_cam')
 
 
 @MODELS.register_module()
@@ -46,8 +43,9 @@ class FSRSegmentor(EncoderDecoder):
 
     The backbone must return ``(aux_tokens, ..., final_tokens)`` maps of
     shape (B, D, h, w) (``out_indices`` = (auxiliary layer, last layer)) and,
-    for FSR, provide ``forward_with_cls_token(inputs, token_mask)`` and (for
-    ``mask_cam_source='multi_scale'``) ``forward(inputs,
+    for FSR, provide ``forward_with_tokens(inputs, token_mask)``,
+    ``normalize_tokens``, a ``cls_token`` parameter (the aggregation query)
+    and (for ``mask_cam_source='multi_scale'``) ``forward(inputs,
     full_depth_rows=n)`` like ``MaskableViT``.
 
     Training batches come either from the two-view WSSS pipeline (inputs
@@ -70,8 +68,7 @@ class FSRSegmentor(EncoderDecoder):
         affinity_loss (dict, optional): ``PatchTokenContrastLoss`` config.
         pseudo_label_cfg (dict, optional): ``cam_scales``, ``high_thr``,
             ``low_thr``, ``ignore_index``, ``par`` (``PixelAdaptiveRefiner``
-            kwargs), ``par_down_scale`` and ``seg_label_source`` ('cam' or
-            'aux_cam').
+            kwargs) and ``par_down_scale``.
         loss_start_iters (dict, optional): First iteration of the ``seg``,
             ``aff`` and ``fsr`` losses; before it no work is done for them.
         mask_cam_source (str): CAM that picks the masked tokens of view 2:
@@ -81,6 +78,9 @@ class FSRSegmentor(EncoderDecoder):
             anyway, with the student's auxiliary classifier: no extra pass).
         second_view_cfg (dict, optional): ``scale`` and ``ratio`` ranges of
             the on-device crop made for single-view batches.
+        stochastic_targets (bool): Run the CAM passes (mask, pseudo labels)
+            and the teacher in train mode, so that drop path acts on them,
+            as the authors' code does. False runs them in eval mode.
     """
 
     def __init__(self,
@@ -97,6 +97,7 @@ class FSRSegmentor(EncoderDecoder):
                  loss_start_iters: OptConfigType = None,
                  mask_cam_source: str = 'multi_scale',
                  second_view_cfg: OptConfigType = None,
+                 stochastic_targets: bool = True,
                  train_cfg: OptConfigType = None,
                  test_cfg: OptConfigType = None,
                  data_preprocessor: OptConfigType = None,
@@ -123,18 +124,13 @@ class FSRSegmentor(EncoderDecoder):
             low_thr=0.25,
             ignore_index=255,
             par=dict(dilations=(1, 2, 4, 8, 12, 24), num_iter=10),
-            par_down_scale=2,
-            seg_label_source='cam')
+            par_down_scale=2)
         self.pseudo_label_cfg.update(pseudo_label_cfg or {})
         cfg = self.pseudo_label_cfg
         if not 0 <= cfg['low_thr'] < cfg['high_thr'] <= 1:
             raise ValueError('CAM thresholds out of order: need 0 <= low_thr '
                              f'< high_thr <= 1, got low_thr={cfg["low_thr"]}'
                              f', high_thr={cfg["high_thr"]}')
-        if cfg['seg_label_source'] not in _SEG_LABEL_SOURCES:
-            raise ValueError(f'seg_label_source must be one of '
-                             f'{_SEG_LABEL_SOURCES}, got '
-                             f'{cfg["seg_label_source"]!r}')
         self.refiner = PixelAdaptiveRefiner(**cfg['par'])
 
         self.loss_start_iters = dict.fromkeys(_LOSS_STAGES, 0)
@@ -149,6 +145,8 @@ class FSRSegmentor(EncoderDecoder):
         self.mask_cam_source = mask_cam_source
         self.second_view_cfg = dict(scale=(0.32, 1.0), ratio=(3 / 4, 4 / 3))
         self.second_view_cfg.update(second_view_cfg or {})
+        self.stochastic_targets = stochastic_targets
+        self.set_training_progress(0, 1)
 
         # A backbone whose forward takes full_depth_rows lets images of which
         # only the auxiliary CAM is read skip the last layers.
@@ -163,11 +161,15 @@ class FSRSegmentor(EncoderDecoder):
             if mask_neck is None or aggregation_head is None:
                 raise ValueError('FSR losses need both mask_neck and '
                                  'aggregation_head')
-            if not hasattr(self.backbone, 'forward_with_cls_token'):
+            missing = [
+                name for name in ('forward_with_tokens', 'normalize_tokens',
+                                  'cls_token')
+                if getattr(self.backbone, name, None) is None
+            ]
+            if missing:
                 raise TypeError(
                     f'{type(self.backbone).__name__} cannot run FSR: the '
-                    'backbone must provide forward_with_cls_token(inputs, '
-                    'token_mask) (see MaskableViT)')
+                    f'backbone lacks {missing} (see MaskableViT)')
             if (mask_cam_source == 'multi_scale'
                     and not self._backbone_stops_early):
                 raise TypeError(
@@ -224,18 +226,32 @@ class FSRSegmentor(EncoderDecoder):
         torch._foreach_lerp_(teacher, student, 1.0 - momentum)
 
     def train(self, mode: bool = True) -> 'FSRSegmentor':
-        """Switch modes; the teacher always stays in eval mode."""
+        """Switch modes; with ``stochastic_targets=False`` the teacher stays
+        in eval mode."""
         super().train(mode)
-        if self.with_fsr:
+        if self.with_fsr and not self.stochastic_targets:
             self.teacher.eval()
         return self
 
+    def set_training_progress(self, cur_iter: int, max_iters: int) -> None:
+        """Tell the model where training stands (``FSRTeacherHook`` does).
+
+        Loss start iterations, the masking warm-up and the teacher
+        temperature read it.
+
+        Args:
+            cur_iter (int): 0-based iteration about to run.
+            max_iters (int): Length of training.
+        """
+        self.cur_iter, self.max_iters = cur_iter, max_iters
+
     # ------------------------------------------------------------- CAMs
     @contextmanager
-    def _eval_backbone(self) -> Iterator[None]:
-        # CAMs for pseudo labels must not see dropout / stochastic depth.
+    def _target_mode(self) -> Iterator[None]:
+        # Deterministic targets: CAM passes without drop path.
         was_training = self.backbone.training
-        self.backbone.eval()
+        if not self.stochastic_targets:
+            self.backbone.eval()
         try:
             yield
         finally:
@@ -275,7 +291,7 @@ class FSRSegmentor(EncoderDecoder):
             num_final = num_images
         group_sizes = [n for n in (num_final, num_images - num_final) if n]
         cam_sum = aux_sum = 0
-        with self._eval_backbone():
+        with self._target_mode():
             for scale in self.pseudo_label_cfg['cam_scales']:
                 scaled = inputs if scale == 1.0 else F.interpolate(
                     inputs,
@@ -369,19 +385,6 @@ class FSRSegmentor(EncoderDecoder):
             views.append(view)
         return torch.cat(views)
 
-    @staticmethod
-    def _training_progress() -> Tuple[float, float]:
-        """Current iteration and its fraction of training.
-
-        Read from the message hub that mmengine's ``RuntimeInfoHook`` fills;
-        outside a Runner every warm-up is taken as finished.
-        """
-        hub = MessageHub.get_current_instance()
-        cur_iter, max_iters = hub.get_info('iter'), hub.get_info('max_iters')
-        if cur_iter is None or not max_iters:
-            return math.inf, 1.0
-        return cur_iter, min(1.0, cur_iter / max_iters)
-
     # ------------------------------------------------------------ losses
     def loss(self, inputs: Tensor, data_samples: SampleList) -> dict:
         """Compute all training losses from image-level labels.
@@ -395,7 +398,7 @@ class FSRSegmentor(EncoderDecoder):
             dict[str, Tensor]: Every loss term, logged separately.
         """
         img_labels = self._image_labels(data_samples)
-        cur_iter, progress = self._training_progress()
+        cur_iter, max_iters = self.cur_iter, self.max_iters
         active = {
             stage: cur_iter >= start
             for stage, start in self.loss_start_iters.items()
@@ -414,34 +417,32 @@ class FSRSegmentor(EncoderDecoder):
         self._check_input_size(view1)
         batch_size = view1.shape[0]
 
-        mask_needs_cam = need_fsr and self.mask_neck.uses_cam(progress)
+        mask_needs_cam = need_fsr and self.mask_neck.uses_cam(
+            cur_iter, max_iters)
         cams_from_view2 = (
             mask_needs_cam and self.mask_cam_source == 'multi_scale')
         # One CAM pass over the images whose CAMs a started loss reads: the
-        # final CAM only for seg labels from it, else the auxiliary one.
+        # final CAM of view 1 for seg labels, else auxiliary CAMs only.
         cam_images = [view1] if need_seg or need_aff else []
         if cams_from_view2:
             cam_images.append(view2)
-        needs_final_cam = (
-            need_seg and self.pseudo_label_cfg['seg_label_source'] == 'cam')
         cams = aux_cams = None
         if cam_images:
             cams, aux_cams = self.multi_scale_cams(
-                torch.cat(cam_images), batch_size if needs_final_cam else 0)
+                torch.cat(cam_images), batch_size if need_seg else 0)
 
         token_mask = teacher_out = None
         if need_fsr:
             teacher_out = self._teacher_forward(view1, view2)
-            grid = teacher_out['grid']
             if not mask_needs_cam:
-                mask_cams = img_labels.new_zeros(batch_size,
-                                                 img_labels.shape[1], *grid)
+                mask_cams = None
             elif cams_from_view2:
                 mask_cams = aux_cams[-batch_size:]
             else:
                 mask_cams = teacher_out['aux_cams']
-            token_mask = self.mask_neck(mask_cams, img_labels, grid, progress)
-            outs, cls_tokens = self.backbone.forward_with_cls_token(
+            token_mask = self.mask_neck(mask_cams, img_labels,
+                                        teacher_out['grid'])
+            outs, tokens = self.backbone.forward_with_tokens(
                 torch.cat([view1, view2]),
                 torch.cat([torch.zeros_like(token_mask), token_mask]))
         else:
@@ -451,8 +452,7 @@ class FSRSegmentor(EncoderDecoder):
         losses = self.cam_head.loss(feats[-1], feats[0], img_labels)
         if need_seg:
             losses.update(
-                self._seg_loss(view1, feats, cams, aux_cams, img_labels,
-                               valid_area))
+                self._seg_loss(view1, feats, cams, img_labels, valid_area))
         if need_aff:
             token_labels = cams_to_pseudo_labels(
                 resize(aux_cams[:batch_size], feats[-1].shape[-2:],
@@ -465,19 +465,29 @@ class FSRSegmentor(EncoderDecoder):
         if need_fsr:
             losses.update(
                 self._fsr_losses(outs[-1][batch_size:],
-                                 cls_tokens[batch_size:], token_mask,
-                                 teacher_out, progress))
+                                 tokens[batch_size:], token_mask,
+                                 teacher_out))
         return losses
 
+    def _par_images(self, images: Tensor) -> Tensor:
+        """The images PAR compares colours of: 8-bit RGB in [0, 1].
+
+        The network input is de-normalised and truncated to 8 bits, as the
+        authors' ``denormalize_img2`` does.
+        """
+        pre = self.data_preprocessor
+        if getattr(pre, '_enable_normalize', False):
+            images = images * pre.std + pre.mean
+        return images.clamp(0, 255).to(torch.uint8).float() / 255
+
     def _seg_loss(self, images: Tensor, feats: Tuple[Tensor, ...],
-                  cams: Tensor, aux_cams: Tensor, img_labels: Tensor,
+                  cams: Tensor, img_labels: Tensor,
                   valid_area: Optional[List[tuple]]) -> Dict[str, Tensor]:
         """Decoder loss against PAR-refined CAM pseudo labels."""
         cfg = self.pseudo_label_cfg
-        source = cams if cfg['seg_label_source'] == 'cam' else aux_cams
-        batch_size = images.shape[0]
-        pseudo_labels = refine_pseudo_labels(self.refiner, images,
-                                             source[:batch_size], img_labels,
+        pseudo_labels = refine_pseudo_labels(self.refiner,
+                                             self._par_images(images),
+                                             cams, img_labels,
                                              cfg['high_thr'], cfg['low_thr'],
                                              cfg['ignore_index'],
                                              cfg['par_down_scale'])
@@ -493,55 +503,77 @@ class FSRSegmentor(EncoderDecoder):
         return add_prefix(
             self.decode_head.loss(feats, samples, self.train_cfg), 'decode')
 
+    def _certain_token(self, backbone: nn.Module, head: nn.Module,
+                       tokens: Tensor,
+                       token_mask: Optional[Tensor]) -> Tensor:
+        """Projected aggregated token: P(norm(A(tokens))), (B, K).
+
+        The backbone's class token is the query and its final norm is shared
+        with the patch tokens, as the authors' encoder norms
+        ``[class token; patch tokens]`` together.
+        """
+        aggregated = head.aggregate(tokens, backbone.cls_token[:, 0],
+                                    token_mask)
+        return head.project(backbone.normalize_tokens(aggregated))
+
     @torch.no_grad()
     def _teacher_forward(self, view1: Tensor, view2: Tensor) -> dict:
         """Teacher targets from the unmasked views, only those a loss reads.
 
         Returns:
-            dict: ``certain`` (B, K) projected aggregated token of view 1,
-            ``patches`` (B, N, D) final tokens of view 2, ``grid`` (h, w),
-            and, for ``mask_cam_source='single_scale'``, ``aux_cams``
-            (B, C, h, w) normalised CAMs of view 2.
+            dict: ``grid`` (h, w); ``certain`` (B, K) projected aggregated
+            token of view 1; ``patches`` (B, N, K) projected patch tokens of
+            view 2; and, for ``mask_cam_source='single_scale'``,
+            ``aux_cams`` (B, C, h, w) normalised CAMs of view 2.
         """
-        batch_size = view1.shape[0]
-        outs, cls_tokens = self.teacher['backbone'].forward_with_cls_token(
-            torch.cat([view1, view2]))
+        backbone = self.teacher['backbone']
         head = self.teacher['aggregation_head']
-        final = outs[-1]
-        result = dict(
-            grid=tuple(final.shape[-2:]),
-            patches=final[batch_size:].flatten(2).transpose(1, 2))
+        needs_view2 = (self.uncertain_loss is not None
+                       or self.mask_cam_source == 'single_scale')
+        views = [view1] if self.certain_loss is not None else []
+        if needs_view2:
+            views.append(view2)
+        outs, tokens = backbone.forward_with_tokens(torch.cat(views))
+        batch_size = view1.shape[0]
+        result = dict(grid=tuple(outs[-1].shape[-2:]))
         if self.certain_loss is not None:
-            result['certain'] = head.project(
-                head.aggregate(final[:batch_size].flatten(2).transpose(1, 2),
-                               cls_tokens[:batch_size], None))
+            result['certain'] = self._certain_token(backbone, head,
+                                                    tokens[:batch_size], None)
+        if self.uncertain_loss is not None:
+            result['patches'] = head.project(
+                outs[-1][-batch_size:].flatten(2).transpose(1, 2))
         if self.mask_cam_source == 'single_scale':
-            _, aux_cam = self.cam_head.cams(final[batch_size:],
-                                            outs[0][batch_size:])
-            result['aux_cams'] = min_max_normalize(aux_cam.relu())
+            _, aux_cam = self.cam_head.cams(outs[-1][-batch_size:],
+                                            outs[0][-batch_size:])
+            result['aux_cams'] = min_max_normalize(aux_cam)
         return result
 
-    def _fsr_losses(self, final_v2: Tensor, cls_v2: Tensor,
-                    token_mask: Tensor, teacher_out: dict,
-                    progress: float) -> Dict[str, Tensor]:
-        """Eq. 8 and Eq. 9 on the masked view 2."""
+    def _fsr_losses(self, final_v2: Tensor, tokens_v2: Tensor,
+                    token_mask: Tensor,
+                    teacher_out: dict) -> Dict[str, Tensor]:
+        """Eq. 8 and Eq. 9 on the masked view 2.
+
+        Args:
+            final_v2 (Tensor): Final (normed) maps of view 2, (B, C, h, w).
+            tokens_v2 (Tensor): Its last-layer tokens before the final norm,
+                (B, N, C).
+            token_mask (Tensor): Bool, (B, N).
+            teacher_out (dict): See :meth:`_teacher_forward`.
+        """
         losses = {}
-        patches = final_v2.flatten(2).transpose(1, 2)
+        progress = (self.cur_iter, self.max_iters)
         if self.certain_loss is not None:
-            student = self.aggregation_head.project(
-                self.aggregation_head.aggregate(patches, cls_v2, token_mask))
+            student = self._certain_token(self.backbone,
+                                          self.aggregation_head, tokens_v2,
+                                          token_mask)
             losses[self.certain_loss.loss_name] = self.certain_loss(
-                student, teacher_out['certain'], progress)
+                student, teacher_out['certain'], *progress)
         if self.uncertain_loss is not None:
-            # Eq. 8 averages over masked tokens only: project just those, as
-            # one (1, M, K) batch, on both sides.
-            student = self.aggregation_head.project(patches[token_mask])[None]
-            with torch.no_grad():
-                teacher = self.teacher['aggregation_head'].project(
-                    teacher_out['patches'][token_mask])[None]
+            # Eq. 8 reads the masked tokens only: project just those.
+            patches = final_v2.flatten(2).transpose(1, 2)
+            student = self.aggregation_head.project(patches[token_mask])
             losses[self.uncertain_loss.loss_name] = self.uncertain_loss(
-                student, teacher, token_mask.new_ones(student.shape[:2]),
-                progress)
+                student, teacher_out['patches'], token_mask, *progress)
         return losses
 
     # --------------------------------------------------------- inference
@@ -596,7 +628,8 @@ class FSRSegmentor(EncoderDecoder):
             sample.pred_cam_label = PixelData(
                 data=cams_to_labels(cam, label, bg_thr))
             sample.pred_par_label = PixelData(
-                data=refine_pseudo_labels(self.refiner, image, cam, label,
+                data=refine_pseudo_labels(self.refiner,
+                                          self._par_images(image), cam, label,
                                           cfg['high_thr'], cfg['low_thr'],
                                           cfg['ignore_index'],
                                           cfg['par_down_scale']))

@@ -73,12 +73,15 @@ def flip_fused_cam(cams: Tensor, size: tuple) -> Tensor:
     """Fuse the CAMs of a batch and of its horizontal flip.
 
     Args:
-        cams (Tensor): CAMs of ``cat([x, x.flip(-1)])``, shape (2B, C, h, w).
+        cams (Tensor): Non-negative CAMs (ReLU at token resolution) of
+            ``cat([x, x.flip(-1)])``, shape (2B, C, h, w).
         size (tuple): Output size (H, W).
 
     Returns:
-        Tensor: ReLU of the element-wise max of both, shape (B, C, H, W).
+        Tensor: Element-wise max of both, bilinearly resized, shape
+        (B, C, H, W). (The authors apply a second ReLU here; bilinear
+        resizing of non-negative maps stays non-negative, so it is left out.)
     """
     cams = F.interpolate(cams, size=size, mode='bilinear', align_corners=False)
     plain, flipped = cams.chunk(2)
-    return torch.maximum(plain, flipped.flip(-1)).relu()
+    return torch.maximum(plain, flipped.flip(-1))

@@ -1,0 +1,795 @@
+"""Compare mmseg-fsr with the FSR authors' code, component by component.
+
+Each row builds one part both ways (the authors' modules imported from
+``--reference-dir``, never copied; the project's from ``mmseg_fsr`` and the
+paper config), copies the weights with an explicit key map, feeds both the
+same seeded tensors and prints the largest difference. Every row either
+agrees ("equal") or differs for a reason listed in the difference table of
+``configs/fsr/README.md`` ("documented: <row of that table>"). The exit
+status is 1 when a row differs and the table does not list it.
+
+Sizes are small (ViT width 96, 4 layers, 128 px, CPU): the comparison is
+about the computation, not the scale.
+
+Example::
+
+    python tools/analysis_tools/reference_parity.py \\
+        --reference-dir ../feature-self-reinforcement
+"""
+import argparse
+import math
+import os.path as osp
+import sys
+import warnings
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+PAPER_CONFIG = osp.join(REPO, 'configs/fsr/fsr_vit-b16_4xb2-20k_voc12aug-448x448.py')
+COCO_CONFIG = osp.join(REPO, 'configs/fsr/fsr_vit-b16_4xb2-80k_coco2014-448x448.py')
+LITERAL_CONFIG = osp.join(
+    REPO, 'configs/fsr/fsr_vit-b16_4xb2-20k_voc12aug-448x448_paper-literal.py')
+TABLE = osp.join(REPO, 'configs/fsr/README.md')
+
+TOL = 1e-5
+DIM, DEPTH, HEADS, SIZE, NUM_CLASSES = 96, 4, 4, 128, 21
+HIDDEN, BOTTLENECK, K = 64, 32, 128
+MAX_ITERS = 20000
+
+
+@dataclass
+class Row:
+    """One comparison: ``value`` is a max abs difference or a count."""
+    name: str
+    value: float
+    unit: str = ''
+    documented: Optional[str] = None
+
+    @property
+    def equal(self) -> bool:
+        return (not math.isnan(self.value)) and self.value <= (
+            0 if self.unit else TOL)
+
+
+ROWS: List[Row] = []
+
+
+def add(name: str, value: float, unit: str = '',
+        documented: Optional[str] = None) -> None:
+    row = Row(name, float(value), unit, documented)
+    ROWS.append(row)
+    shown = f'{int(row.value)} {unit}' if unit else f'{row.value:.3g}'
+    print(f'  {name}: {shown} -> '
+          f'{"equal" if row.equal else "differs"}', flush=True)
+
+
+def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    diff = (a.detach().double() - b.detach().double()).abs()
+    if torch.isnan(diff).any():
+        return float('nan')
+    return diff.max().item() if diff.numel() else 0.0
+
+
+def relative_diff(a: Dict[str, torch.Tensor],
+                  b: Dict[str, torch.Tensor]) -> float:
+    """Largest difference over matching keys, relative to each tensor."""
+    return max(
+        max_diff(a[k], b[k]) / max(a[k].abs().max().item(), 1e-12)
+        for k in a)
+
+
+# --------------------------------------------------------------------------
+# building both sides
+# --------------------------------------------------------------------------
+def project_config(path: str = PAPER_CONFIG, drop_path: float = 0.0):
+    """A paper config with the model scaled to the comparison size."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(path)
+    model = cfg.model
+    model.backbone.update(
+        img_size=(SIZE, SIZE), embed_dims=DIM, num_layers=DEPTH,
+        num_heads=HEADS, out_indices=(DEPTH - 3, DEPTH - 1),
+        drop_path_rate=drop_path, init_cfg=None)
+    model.cam_head.in_channels = DIM
+    model.decode_head.in_channels = DIM
+    model.aggregation_head.update(in_channels=DIM, num_heads=HEADS)
+    model.aggregation_head.projector.update(
+        in_channels=DIM, hidden_channels=HIDDEN,
+        bottleneck_channels=BOTTLENECK, out_channels=K)
+    model.uncertain_loss.out_channels = K
+    model.certain_loss.out_channels = K
+    return cfg
+
+
+def build_project(cfg):
+    from mmseg.registry import MODELS
+    return MODELS.build(cfg.model)
+
+
+def build_reference(R, drop_path: float = 0.0) -> nn.Module:
+    encoder = R.vit.VisionTransformer(
+        img_size=SIZE, patch_size=16, embed_dim=DIM, depth=DEPTH,
+        num_heads=HEADS, mlp_ratio=4, qkv_bias=True,
+        norm_layer=partial(nn.LayerNorm, eps=1e-6), cls_depth=2,
+        aux_layer=-3, drop_path_rate=drop_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # legacy weight_norm
+        projector = R.projector.DINOHead(
+            DIM, K, hidden_dim=HIDDEN, bottleneck_dim=BOTTLENECK)
+    return R.network.WSSSNetwork(
+        encoder, R.decoder.LargeFOV(DIM, NUM_CLASSES), projector,
+        num_classes=NUM_CLASSES)
+
+
+def perturb(module: nn.Module, generator: torch.Generator) -> None:
+    """Move every trainable weight off its initial value."""
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn(p.shape, generator=generator) * 0.05)
+
+
+def map_encoder_blocks(sd: Dict[str, torch.Tensor], src: str,
+                       dst: str) -> Dict[str, torch.Tensor]:
+    """Authors' class-attention blocks -> MCABlock keys."""
+    out = {}
+    i = 0
+    while f'{src}{i}.norm1.weight' in sd:
+        s, d = f'{src}{i}.', f'{dst}{i}.'
+        for t in ('weight', 'bias'):
+            out[f'{d}norm1.{t}'] = sd[f'{s}norm1.{t}']
+            out[f'{d}norm2.{t}'] = sd[f'{s}norm2.{t}']
+            out[f'{d}attn.in_proj_{t}'] = torch.cat(
+                [sd[f'{s}attn.{n}.{t}'] for n in 'qkv'])
+            out[f'{d}attn.out_proj.{t}'] = sd[f'{s}attn.proj.{t}']
+            out[f'{d}ffn.layers.0.0.{t}'] = sd[f'{s}mlp.fc1.{t}']
+            out[f'{d}ffn.layers.1.{t}'] = sd[f'{s}mlp.fc2.{t}']
+        i += 1
+    return out
+
+
+def map_reference(sd: Dict[str, torch.Tensor],
+                  prefix: str = '') -> Dict[str, torch.Tensor]:
+    """Authors' ``WSSSNetwork`` tensors -> ``FSRSegmentor`` keys.
+
+    Works on a state dict or on a dict of gradients with the same names.
+    """
+    from mmseg_fsr.utils.vit_checkpoint import convert_timm_vit
+    encoder = {k[len('encoder.'):]: v for k, v in sd.items()
+               if k.startswith('encoder.')}
+    vit = {k: v for k, v in encoder.items()
+           if not k.startswith(('cls_blocks.', 'mask_token'))}
+    out = {f'{prefix}backbone.{k}': v
+           for k, v in convert_timm_vit(vit).items()}
+    if 'mask_token' in encoder:
+        out[f'{prefix}backbone.mask_token'] = encoder['mask_token'][None]
+    out.update(map_encoder_blocks(encoder, 'cls_blocks.',
+                                  f'{prefix}aggregation_head.blocks.'))
+    proj = f'{prefix}aggregation_head.projector.'
+    for i in (0, 2, 4):
+        for t in ('weight', 'bias'):
+            key = f'projector.mlp.{i}.{t}'
+            if key in sd:
+                out[f'{proj}mlp.{i}.{t}'] = sd[key]
+    for ref_key, ours in (('weight_g', 'original0'), ('weight_v', 'original1')):
+        if f'projector.last_layer.{ref_key}' in sd:
+            out[f'{proj}last_layer.parametrizations.weight.{ours}'] = sd[
+                f'projector.last_layer.{ref_key}']
+    for ref_key, ours in (('decoder.conv6', 'decode_head.convs.0.conv'),
+                          ('decoder.conv7', 'decode_head.convs.1.conv'),
+                          ('decoder.conv8', 'decode_head.conv_seg'),
+                          ('top_classifier', 'cam_head.classifier'),
+                          ('aux_classifier', 'cam_head.aux_classifier')):
+        if f'{ref_key}.weight' in sd:
+            out[f'{prefix}{ours}.weight'] = sd[f'{ref_key}.weight']
+    return out
+
+
+def paired_models(R, drop_path: float = 0.0, path: str = PAPER_CONFIG):
+    """Authors' student + teacher and the project model, same weights."""
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    student, teacher = build_reference(R, drop_path), build_reference(
+        R, drop_path)
+    perturb(student, g)
+    perturb(teacher, g)
+    for p in teacher.parameters():
+        p.requires_grad = False
+    ours = build_project(project_config(path, drop_path))
+    sd = map_reference(student.state_dict())
+    # the project's teacher holds the parts the FSR targets read
+    sd.update({
+        k: v for k, v in map_reference(teacher.state_dict(),
+                                       'teacher.').items()
+        if k.startswith(('teacher.backbone.', 'teacher.aggregation_head.'))
+    })
+    result = ours.load_state_dict(sd, strict=False)
+    left = [k for k in result.missing_keys if not k.endswith('.center')]
+    if left or result.unexpected_keys:
+        raise RuntimeError(f'key map incomplete: missing {left}, unexpected '
+                           f'{result.unexpected_keys}')
+    return student, teacher, ours
+
+
+def images(g: torch.Generator, batch: int = 2, size: int = SIZE):
+    """ImageNet-normalised 8-bit-like RGB images, (B, 3, S, S)."""
+    low = torch.rand(batch, 3, 12, 12, generator=g)
+    img = F.interpolate(low, size=(size, size), mode='bilinear',
+                        align_corners=False) * 0.8 + 0.2 * torch.rand(
+                            batch, 3, size, size, generator=g)
+    img = (img.clamp(0, 1) * 255).round() / 255
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    return (img - mean) / std
+
+
+def multi_hot(classes: List[List[int]],
+              num_classes: int = NUM_CLASSES - 1) -> torch.Tensor:
+    labels = torch.zeros(len(classes), num_classes)
+    for i, present in enumerate(classes):
+        labels[i, present] = 1
+    return labels
+
+
+# --------------------------------------------------------------------------
+# rows
+# --------------------------------------------------------------------------
+def check_pseudo_labels(R) -> None:
+    from mmseg_fsr.models.utils import (PixelAdaptiveRefiner, cams_to_labels,
+                                        cams_to_pseudo_labels,
+                                        min_max_normalize,
+                                        refine_pseudo_labels)
+    print('pseudo labels')
+    g = torch.Generator().manual_seed(1)
+    labels = multi_hot([[3, 7], [0, 11, 19]])
+    cams = torch.rand(2, 20, 32, 32, generator=g)
+    cams.view(-1)[::97] = 0.7  # values on the thresholds
+    cams.view(-1)[1::89] = 0.25
+    cams.view(-1)[2::83] = 0.5
+    ref = R.camutils.cam_to_label(cams, labels.long(), ignore_mid=True,
+                                  high_thre=0.7, low_thre=0.25,
+                                  ignore_index=255)[1]
+    ours = cams_to_pseudo_labels(cams, labels, 0.7, 0.25, 255)
+    add('CAM -> pseudo labels (0.7 / 0.25 / ignore)', (ref != ours).sum(),
+        'px')
+    ref = R.camutils.cam_to_label(cams, labels.long(), bkg_thre=0.5,
+                                  ignore_index=255)[1]
+    add('CAM -> evaluation labels (background 0.5)',
+        (ref != cams_to_labels(cams, labels, 0.5)).sum(), 'px')
+
+    img = (images(g, 2, 64) * 0.2 + 0.5).clamp(0, 1)
+    scores = torch.randn(2, 4, 32, 32, generator=g).softmax(1)
+    par_r = R.par.PAR(num_iter=10, dilations=[1, 2, 4, 8, 12, 24])
+    par_p = PixelAdaptiveRefiner(dilations=(1, 2, 4, 8, 12, 24), num_iter=10)
+    add('PAR propagation', max_diff(par_r(img, scores), par_p(img, scores)))
+
+    cfg = project_config()
+    seg = build_project(cfg)
+    x = images(g, 2, SIZE)
+    cams = min_max_normalize(F.interpolate(
+        torch.rand(2, 20, 8, 8, generator=g), size=(SIZE, SIZE),
+        mode='bilinear', align_corners=False))
+    valid = R.camutils.cam_to_label(cams, labels.long(), ignore_mid=True,
+                                    high_thre=0.7, low_thre=0.25,
+                                    ignore_index=255)[0]
+    ref = R.camutils.refine_cams_with_bkg_v2(
+        par_r, R.imutils.denormalize_img2(x.clone()), cams=valid,
+        cls_labels=labels.long(), high_thre=0.7, low_thre=0.25,
+        ignore_index=255)
+    ours = refine_pseudo_labels(seg.refiner, seg._par_images(x), cams, labels,
+                                0.7, 0.25, 255, 2)
+    add('PAR pseudo labels from the normalised input (8-bit de-normalised)',
+        (ref.long() != ours).sum(), 'px')
+
+
+def check_masking(R) -> None:
+    from mmengine.config import Config
+    from mmseg.registry import MODELS
+    from mmseg_fsr.models.utils import min_max_normalize
+    print('token masking')
+    g = torch.Generator().manual_seed(3)
+    labels = multi_hot([[3, 7], [0, 11, 19]])
+    cams = min_max_normalize(F.interpolate(
+        torch.rand(2, 20, 14, 14, generator=g), size=(448, 448),
+        mode='bilinear', align_corners=False))
+    noise = torch.rand(2, 49, generator=g)
+    gen = R.masking.MaskGenerator(input_size=448, patch_size=16,
+                                  block_size=64, mask_ratio=0.4,
+                                  mode='nearest')
+
+    def ref_mask(strategy):
+        rand = R.masking.torch.rand
+        R.masking.torch.rand = lambda *a, **k: noise.clone()
+        try:
+            return gen(cams, labels, 0.2, 0.7, strategy).flatten(1)
+        finally:
+            R.masking.torch.rand = rand
+
+    for path, documented in ((PAPER_CONFIG, None),
+                             (LITERAL_CONFIG, 'Token masking')):
+        neck_cfg = Config.fromfile(path).model.mask_neck
+        neck = MODELS.build(neck_cfg)
+        tag = 'paper-literal config' if documented else 'paper config'
+        num_blocks = (28 // neck.patches_per_block)**2
+        ours = neck(cams, labels, (28, 28),
+                    noise=noise if num_blocks == 49 else torch.rand(
+                        2, num_blocks, generator=g))
+        add(f'token mask, same CAM and noise ({tag})',
+            (ref_mask('uncertain') != ours).sum(), 'tokens', documented)
+        if documented:
+            continue
+        add('token mask, random phase, same noise',
+            (ref_mask('random') != neck(None, labels, (28, 28),
+                                        noise=noise)).sum(), 'tokens')
+        switch = sum(((n + 1) <= MAX_ITERS // 5) == neck.uses_cam(
+            n, MAX_ITERS) for n in range(MAX_ITERS))
+        add('random -> uncertain masking switch (20k iterations)', switch,
+            'iters')
+
+
+def check_encoder(R) -> None:
+    from mmseg_fsr.utils.vit_checkpoint import convert_vit_checkpoint
+    print('encoder')
+    g = torch.Generator().manual_seed(4)
+    student, _, seg = paired_models(R)
+    student.eval()
+    seg.eval()
+    # The converter on the authors' encoder, as on a timm checkpoint.
+    vit = {k: v for k, v in student.encoder.state_dict().items()
+           if not k.startswith(('cls_blocks.', 'mask_token'))}
+    converted = convert_vit_checkpoint(vit, 'timm', SIZE, 16)
+    backbone = build_project(project_config()).backbone
+    missing = backbone.load_state_dict(converted, strict=False).missing_keys
+    backbone.mask_token.data.copy_(seg.backbone.mask_token)
+    backbone.eval()
+    add('converter: keys left out of a converted checkpoint (mask_token '
+        'expected)', len([k for k in missing if k != 'mask_token']), 'keys')
+    x = images(g)
+    mask = torch.zeros(2, 8, 8, dtype=torch.bool)
+    mask.view(2, -1)[:, torch.randperm(64, generator=g)[:25]] = True
+    with torch.no_grad():
+        for name, m in (('unmasked', None), ('masked', mask)):
+            top, aux = student.encoder(x, mask=m)
+            outs = backbone(x, None if m is None else m.flatten(1))
+            add(f'encoder with converted weights, {name}: final + aux maps',
+                max(max_diff(student.to_2D(top[:, 1:], 8, 8), outs[-1]),
+                    max_diff(student.to_2D(aux, 8, 8), outs[0])))
+        out = student(x)
+        feats = seg.backbone(x)
+        logits = seg.cam_head(feats[-1], feats[0])
+        add('classification logits, final + aux',
+            max(max_diff(out['top_cls_out'], logits[0]),
+                max_diff(out['aux_cls_out'], logits[1])))
+        logits = seg.decode_head(feats)
+        add('decoder logits (relative to their largest value)',
+            max_diff(out['seg_out'], logits) / logits.abs().max().item())
+        cams = student(x, cam_only=True)
+        ours = seg.cam_head.cams(feats[-1], feats[0])
+        add('token-resolution CAMs ReLU(Z W^T)',
+            max(max_diff(cams[0], ours[0]), max_diff(cams[1], ours[1])))
+        ms_r = R.camutils.multi_scale_cam(student, x, scales=(1.0, 0.5, 1.5))
+        ms_p = seg.multi_scale_cams(x)
+        add('multi-scale CAMs (1.0, 0.5, 1.5 + flip), final + aux',
+            max(max_diff(ms_r[0], ms_p[0]), max_diff(ms_r[1], ms_p[1])))
+        x2 = images(g)
+        ms2_r = R.camutils.multi_scale_cam(student, x2,
+                                           scales=(1.0, 0.5, 1.5))
+        cams, aux = seg.multi_scale_cams(torch.cat([x, x2]), 2)
+        add('batched CAM pass (view 1 final + aux, view 2 aux only)',
+            max(max_diff(ms_r[0], cams), max_diff(ms_r[1], aux[:2]),
+                max_diff(ms2_r[1], aux[2:])))
+        # aggregation + projector, masked view
+        enc, _ = student.encoder(x, mask=mask)
+        ref_out = student.projector(enc)
+        outs, tokens = seg.backbone.forward_with_tokens(x, mask.flatten(1))
+        certain = seg._certain_token(seg.backbone, seg.aggregation_head,
+                                     tokens, mask.flatten(1))
+        add('aggregated class token, projected (masked view)',
+            max_diff(ref_out[:, 0], certain))
+        patches = seg.aggregation_head.project(
+            outs[-1].flatten(2).transpose(1, 2))
+        add('patch tokens, projected (masked view)',
+            max_diff(ref_out[:, 1:], patches))
+        seg.aggregation_head.mask_attention = True
+        certain = seg._certain_token(seg.backbone, seg.aggregation_head,
+                                     tokens, mask.flatten(1))
+        seg.aggregation_head.mask_attention = False
+        add('aggregated token with masked tokens out of the softmax '
+            '(mask_attention=True)', max_diff(ref_out[:, 0], certain),
+            documented='Masked tokens in the aggregation softmax')
+
+
+def ref_step(R, student, teacher, fsr_loss, views, labels, noise, n_iter):
+    """The authors' train_voc.py iteration (their functions, their order)."""
+    camutils = R.camutils
+    scales = (1.0, 0.5, 1.5)
+    gen = R.masking.MaskGenerator(input_size=SIZE, patch_size=16,
+                                  block_size=64, mask_ratio=0.4)
+    rand = R.masking.torch.rand
+    R.masking.torch.rand = lambda *a, **k: noise.clone()
+    try:
+        strategy = 'random' if (n_iter + 1) <= MAX_ITERS // 5 else 'uncertain'
+        _, aux = camutils.multi_scale_cam(student, views[1], scales=scales)
+        mask2 = gen(aux, labels, 0.2, 0.7, strategy)
+    finally:
+        R.masking.torch.rand = rand
+    mask = torch.cat([torch.zeros_like(mask2), mask2])
+    out = student(views, mask=mask)
+    with torch.no_grad():
+        t_out = teacher(views[:2])
+    cls_loss = (F.multilabel_soft_margin_loss(out['top_cls_out'], labels) +
+                F.multilabel_soft_margin_loss(out['aux_cls_out'], labels))
+    with torch.no_grad():
+        cam1, aux1 = camutils.multi_scale_cam(student, views[0], scales)
+        valid, _ = camutils.cam_to_label(cam1, labels, ignore_mid=True,
+                                         high_thre=0.7, low_thre=0.25,
+                                         ignore_index=255)
+        par = R.par.PAR(num_iter=10, dilations=[1, 2, 4, 8, 12, 24])
+        pseudo = camutils.refine_cams_with_bkg_v2(
+            par, R.imutils.denormalize_img2(views[0].clone()), cams=valid,
+            cls_labels=labels, high_thre=0.7, low_thre=0.25,
+            ignore_index=255)
+    seg_pred = F.interpolate(out['seg_out'], size=pseudo.shape[-2:],
+                             mode='bilinear', align_corners=False)
+    seg_loss = R.seg_losses.get_seg_loss(seg_pred, pseudo.long(),
+                                         ignore_index=255)
+    fmap = out['top_fmap']
+    token_aux = F.interpolate(aux1, size=fmap.shape[-2:], mode='bilinear',
+                              align_corners=False)
+    _, token_labels = camutils.cam_to_label(token_aux, labels,
+                                            ignore_mid=True, high_thre=0.7,
+                                            low_thre=0.25, ignore_index=255)
+    aff_loss = R.seg_losses.get_masked_ptc_loss(
+        fmap, camutils.label_to_aff_mask(token_labels))
+    fsr_c, fsr_u = fsr_loss(t_out['project_out'], out['project_out'], None,
+                            mask, epoch=n_iter)
+    return dict(cls=cls_loss, seg=seg_loss, aff=aff_loss, fsr_c=fsr_c,
+                fsr_u=fsr_u), mask2
+
+
+def check_training_step(R) -> None:
+    from mmseg.structures import SegDataSample
+    print('training step')
+    student, teacher, seg = paired_models(R)
+    student.train()
+    seg.train()
+    fsr_loss = R.fsr_loss.FSRLoss(out_dim=K, warmup_epochs=MAX_ITERS // 8,
+                                  epochs=MAX_ITERS)
+    g = torch.Generator().manual_seed(5)
+    labels = multi_hot([[3, 7], [0, 11, 19]])
+    samples = []
+    for i in range(2):
+        sample = SegDataSample(metainfo=dict(img_path=f'image_{i}'))
+        sample.gt_class_labels = labels[i]
+        samples.append(sample)
+    n_iter = 5000
+    seg.set_training_progress(n_iter, MAX_ITERS)
+    weights = dict(cls=1.0, seg=0.1, aff=0.2, fsr_c=0.1, fsr_u=0.1)
+    keys = dict(cls=('loss_cls', 'loss_cls_aux'), seg=('decode.loss_seg', ),
+                aff=('loss_aff', ), fsr_c=('loss_fsr_c', ),
+                fsr_u=('loss_fsr_u', ))
+    for step in (1, 2):
+        views = [images(g), images(g)]
+        noise = torch.rand(2, 4, generator=g)
+        ref, mask2 = ref_step(R, student, teacher, fsr_loss, views, labels,
+                              noise, n_iter)
+        neck_forward = seg.mask_neck.forward
+        seg.mask_neck.forward = partial(neck_forward, noise=noise)
+        ours = seg.loss(torch.stack(views, 1), samples)
+        seg.mask_neck.forward = neck_forward
+        for term, names in keys.items():
+            value = sum(ours[n] for n in names) / weights[term]
+            add(f'step {step}: {term} loss', max_diff(ref[term], value))
+        if step == 1:
+            sum(w * ref[t] for t, w in weights.items()).backward()
+            sum(v for k, v in ours.items() if 'loss' in k).backward()
+            ref_grads = map_reference({
+                n: p.grad for n, p in student.named_parameters()
+                if p.grad is not None})
+            our_grads = dict(seg.named_parameters())
+            add('step 1: gradients of every trained tensor (relative)',
+                relative_diff(ref_grads,
+                              {k: our_grads[k].grad for k in ref_grads}))
+    add('centres after two steps (class, patch)',
+        max(max_diff(fsr_loss.class_center, seg.certain_loss.center),
+            max_diff(fsr_loss.patch_center.view(1, -1),
+                     seg.uncertain_loss.center)))
+
+
+def check_losses(R) -> None:
+    from mmseg_fsr.models.losses import (BgFgCrossEntropyLoss,
+                                         PatchTokenContrastLoss)
+    print('losses')
+    g = torch.Generator().manual_seed(7)
+    fmap = torch.randn(2, 96, 8, 8, generator=g)
+    tokens = torch.tensor([0, 3, 7, 255])[torch.randint(
+        0, 4, (2, 8, 8), generator=g)]
+    ref = R.seg_losses.get_masked_ptc_loss(
+        fmap, R.camutils.label_to_aff_mask(tokens))
+    add('patch token contrast loss', max_diff(
+        ref, PatchTokenContrastLoss(loss_weight=1.0)(fmap, tokens)))
+    pred = torch.randn(2, 21, 32, 32, generator=g)
+    label = torch.tensor([0, 0, 4, 9, 255])[torch.randint(
+        0, 5, (2, 32, 32), generator=g)]
+    loss = BgFgCrossEntropyLoss(loss_weight=1.0)
+    add('segmentation loss (background / foreground halves)',
+        max_diff(R.seg_losses.get_seg_loss(pred, label, 255),
+                 loss(pred, label, ignore_index=255)))
+    label[label != 255] = 0
+    add('segmentation loss, no foreground pixel',
+        max_diff(R.seg_losses.get_seg_loss(pred, label, 255),
+                 loss(pred, label, ignore_index=255)),
+        documented='No foreground pixel in a batch')
+
+
+def check_schedules(R) -> None:
+    from mmengine.config import Config
+    from mmseg.registry import HOOKS
+    from mmseg_fsr.models.losses import FSRCertainLoss
+    print('schedules')
+    cfg = Config.fromfile(PAPER_CONFIG)
+    hook = HOOKS.build(teacher_hook(cfg))
+    ref = R.pyutils.cosine_scheduler(0.9995, 1.0, MAX_ITERS)
+    ours = np.array([hook.momentum_at(i, MAX_ITERS)
+                     for i in range(MAX_ITERS)])
+    add('teacher momentum, every iteration', np.abs(ref - ours).max())
+    loss_cfg = dict(cfg.model.certain_loss, out_channels=8)
+    loss_cfg.pop('type')
+    loss = FSRCertainLoss(**loss_cfg)
+    ref = R.fsr_loss.FSRLoss(out_dim=8, warmup_epochs=MAX_ITERS // 8,
+                             epochs=MAX_ITERS).teacher_temp
+    ours = np.array([loss.teacher_temperature(i, MAX_ITERS)
+                     for i in range(MAX_ITERS)])
+    add('teacher temperature, every iteration', np.abs(ref - ours).max())
+
+    # EMA update rule on the mapped models
+    student, teacher, seg = paired_models(R)
+    with torch.no_grad():
+        for p_s, p_t in zip(student.parameters(), teacher.parameters()):
+            p_t.data.mul_(0.9).add_(0.1 * p_s.detach().data)
+    seg.update_teacher(0.9)
+    expected = {
+        k: v for k, v in map_reference(teacher.state_dict(),
+                                       'teacher.').items()
+        if k.startswith(('teacher.backbone.', 'teacher.aggregation_head.'))
+    }
+    ours = seg.state_dict()
+    add('EMA teacher update (momentum 0.9)',
+        max(max_diff(v, ours[k]) for k, v in expected.items()))
+
+    # learning rates and weight decay of every trained tensor: each tensor
+    # carries the code 2 * lr_multiplier + decay through the key map
+    from mmengine.optim import build_optim_wrapper
+    codes = {}
+    for i, group in enumerate(student.get_param_groups()):
+        for p in group:
+            codes[id(p)] = 2 * (10.0 if i >= 2 else 1.0) + i % 2
+    expected = map_reference({
+        n: torch.full(p.shape, codes[id(p)])
+        for n, p in student.named_parameters() if p.requires_grad
+    })
+    optimizer = build_optim_wrapper(seg, cfg.optim_wrapper).optimizer
+    base_lr = cfg.optim_wrapper.optimizer.lr
+    ours = {}
+    for group in optimizer.param_groups:
+        for p in group['params']:
+            ours[id(p)] = 2 * group['lr'] / base_lr + (
+                group['weight_decay'] > 0)
+    params = dict(seg.named_parameters())
+    mismatches = [
+        k for k, v in expected.items()
+        if not torch.all(v == ours.get(id(params[k]), -1))
+    ]
+    if mismatches:
+        print('     differ:', mismatches)
+    add('lr multiplier and weight decay of every trained tensor',
+        len(mismatches), 'tensors')
+
+    from mmengine.registry import PARAM_SCHEDULERS
+    p = nn.Parameter(torch.zeros(1))
+    opt_r = R.optim.CosWarmupAdamW(
+        params=[{'params': [p], 'lr': 1.0}], lr=1.0, weight_decay=0.0,
+        betas=(0.9, 0.999), max_iters=MAX_ITERS, warmup_iters=1500,
+        warmup_ratio=0.1)
+    opt_p = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheds = [
+        PARAM_SCHEDULERS.build(dict(s, optimizer=opt_p))
+        for s in cfg.param_scheduler
+    ]
+    gap = 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # scheduler before optimizer step
+        for _ in range(MAX_ITERS):
+            opt_r.step()  # sets this iteration's lr (no gradient: no-op)
+            gap = max(gap, abs(opt_r.param_groups[0]['lr'] -
+                               opt_p.param_groups[0]['lr']))
+            for s in scheds:
+                s.step()
+    add('learning-rate factor, every iteration', gap)
+
+
+def check_recipe(ref_dir: str, R) -> None:
+    from mmengine.config import Config
+    from reference_code import reference_defaults
+    print('recipe')
+    for script, path in (('train_voc.py', PAPER_CONFIG),
+                         ('train_coco.py', COCO_CONFIG)):
+        a = reference_defaults(ref_dir, script)
+        cfg = Config.fromfile(path)
+        m = cfg.model
+        neck, plc = m.mask_neck, m.pseudo_label_cfg
+        pairs = {
+            'iterations': (a['max_iters'], cfg.train_cfg.max_iters),
+            'lr': (a['lr'], cfg.optim_wrapper.optimizer.lr),
+            'weight decay': (a['weight_decay'],
+                             cfg.optim_wrapper.optimizer.weight_decay),
+            'betas': (tuple(a['betas']),
+                      tuple(cfg.optim_wrapper.optimizer.betas)),
+            'warm-up': ((a['warmup_iters'], a['warmup_ratio']),
+                        (cfg.param_scheduler[0].end - 1,
+                         cfg.param_scheduler[0].start_factor)),
+            'batch per GPU': (a['spg'], cfg.train_dataloader.batch_size),
+            'crop': (a['input_size'], cfg.crop_size),
+            'classes': (a['num_classes'], m.decode_head.num_classes),
+            'thresholds': ((a['high_thre'], a['low_thre'], a['bkg_thre']),
+                           (plc.high_thr, plc.low_thr, m.test_cfg.cam_bg_thr)),
+            'CAM scales': (tuple(a['cam_scales']), tuple(plc.cam_scales)),
+            'loss weights aff / seg / L_c / L_u':
+            ((a['w_aff'], a['w_seg'], a['w_class'], a['w_patch']),
+             (m.affinity_loss.loss_weight, m.decode_head.loss_decode.
+              loss_weight, m.certain_loss.loss_weight,
+              m.uncertain_loss.loss_weight)),
+            'teacher momentum': (a['momentum'], teacher_hook(cfg).momentum),
+            'loss starts (seg, aff)': (loss_starts(ref_dir, script),
+                                       (m.loss_start_iters.seg,
+                                        m.loss_start_iters.aff)),
+            'masking (block, ratio)': ((a['block_size'], a['mask_ratio']),
+                                       (neck.block_size, neck.mask_ratio)),
+            'drop path': (a['drop_path_rate'],
+                          m.backbone.drop_path_rate),
+            'aggregation blocks': (a['cls_depth'],
+                                   m.aggregation_head.num_blocks),
+            'projector outputs': (a['out_dim'],
+                                  m.aggregation_head.projector.out_channels),
+        }
+        bad = [k for k, (r, o) in pairs.items() if not np.allclose(r, o)]
+        if bad:
+            print('     differ:', {k: pairs[k] for k in bad})
+        add(f'{script} defaults vs {osp.basename(path)}', len(bad),
+            'settings')
+    mean = np.array(R.transforms.MEAN) * 255
+    std = np.array(R.transforms.STD) * 255
+    pre = Config.fromfile(PAPER_CONFIG).model.data_preprocessor
+    add('input normalisation (mean, std)',
+        float(max(np.abs(mean - pre.mean).max(), np.abs(std - pre.std).max())))
+    view = R.transforms.MultiviewTransform().transform1_view1.transforms
+    from mmseg_fsr.datasets.transforms import WSSSMultiView
+    ours = WSSSMultiView(crop_size=448).pipelines[0].transforms
+    crop, flip, jitter = ours[0], ours[1], ours[2]
+    ref_settings = (view[0].size[0], tuple(view[0].scale),
+                    tuple(round(r, 4) for r in view[0].ratio),
+                    view[0].interpolation.value, view[1].p, view[2].p,
+                    view[2].transforms[0].brightness,
+                    view[2].transforms[0].contrast,
+                    view[2].transforms[0].saturation,
+                    view[2].transforms[0].hue)
+    tv_jitter = jitter.transforms.transforms[1].t
+    our_settings = (crop.scale[0], tuple(crop.crop_ratio_range),
+                    tuple(round(r, 4) for r in crop.aspect_ratio_range),
+                    crop.interpolation, flip.prob, jitter.prob,
+                    tv_jitter.brightness, tv_jitter.contrast,
+                    tv_jitter.saturation, tv_jitter.hue)
+    diff = [i for i, (r, o) in enumerate(zip(ref_settings, our_settings))
+            if r != o]
+    if diff:
+        print('     differ:', ref_settings, our_settings)
+    add('view augmentation (crop, scale, ratio, interpolation, flip, '
+        'jitter)', len(diff), 'settings')
+
+
+def check_stochastic_targets(R) -> None:
+    print('train-mode targets')
+    student, teacher, seg = paired_models(R, drop_path=0.5)
+    student.train()
+    teacher.train()
+    seg.train()
+    g = torch.Generator().manual_seed(9)
+    x = images(g)
+    with torch.no_grad():
+        ref = [R.camutils.multi_scale_cam(student, x, (1.0, ))[0]
+               for _ in range(2)] + [teacher(x)['project_out']
+                                     for _ in range(2)]
+        ours = [seg.multi_scale_cams(x)[0] for _ in range(2)]
+        backbone = seg.teacher['backbone']
+        ours += [backbone.forward_with_tokens(x)[0][-1] for _ in range(2)]
+    ref_flags = (max_diff(ref[0], ref[1]) > 0, max_diff(ref[2], ref[3]) > 0)
+    our_flags = (max_diff(ours[0], ours[1]) > 0,
+                 max_diff(ours[2], ours[3]) > 0)
+    add('drop path acts on the CAM pass and the teacher (train mode)',
+        sum(r != o for r, o in zip(ref_flags, our_flags)), 'behaviours')
+
+
+def teacher_hook(cfg) -> dict:
+    return next(h for h in cfg.custom_hooks if h.type == 'FSRTeacherHook')
+
+
+def loss_starts(ref_dir: str, script: str) -> tuple:
+    """First 0-based iteration of the seg and affinity losses in a script.
+
+    The authors weight a loss by 0.0 while ``(n_iter + 1) <= N``: seg starts
+    at the last such N, affinity at the one whose branch zeroes it.
+    """
+    import re
+    with open(osp.join(ref_dir, script)) as f:
+        source = f.read()
+    starts = {'seg': 0, 'aff': 0}
+    for bound, line in re.findall(
+            r'\(n_iter \+ 1\) <= (\d+):\n\s*loss = (.*)', source):
+        for term, pattern in (('seg', '0.0 * seg_loss'),
+                              ('aff', '0.0 * aff_loss')):
+            if pattern in line:
+                starts[term] = max(starts[term], int(bound))
+    return starts['seg'], starts['aff']
+
+
+def documented_rows() -> List[str]:
+    with open(TABLE) as f:
+        return [line for line in f if line.startswith('|')]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split('\n\n', 1)[1])
+    parser.add_argument('--reference-dir', required=True,
+                        help="a checkout of the authors' FSR code")
+    parser.add_argument('--threads', type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+    sys.path.insert(0, REPO)
+    import mmseg_fsr  # noqa: F401  (before the authors' top-level names)
+    from mmengine.registry import init_default_scope
+    from reference_code import load_reference
+    init_default_scope('mmseg')
+    warnings.filterwarnings('ignore')
+    R = load_reference(args.reference_dir)
+    checks: List[Callable] = [
+        check_pseudo_labels, check_masking, check_encoder,
+        check_training_step, check_losses, check_schedules,
+        check_stochastic_targets,
+        partial(check_recipe, osp.abspath(args.reference_dir))
+    ]
+    for check in checks:
+        check(R)
+    table = documented_rows()
+    width = max(len(r.name) for r in ROWS)
+    print(f'\n{"component".ljust(width)} | difference | verdict')
+    undocumented = 0
+    for row in ROWS:
+        shown = f'{int(row.value)} {row.unit}' if row.unit else \
+            f'{row.value:.3g}'
+        if row.equal:
+            verdict = 'equal'
+        elif row.documented and any(row.documented in t for t in table):
+            verdict = f'documented: {row.documented}'
+        else:
+            verdict = 'DIFFERS, not in the README table'
+            undocumented += 1
+        print(f'{row.name.ljust(width)} | {shown} | {verdict}')
+    equal = sum(r.equal for r in ROWS)
+    documented = len(ROWS) - equal - undocumented
+    print(f'\n{len(ROWS)} rows: {equal} equal, {documented} documented '
+          f'differences, {undocumented} undocumented')
+    return 1 if undocumented else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
