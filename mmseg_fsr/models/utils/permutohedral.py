@@ -69,18 +69,20 @@ class PermutohedralLattice:
 
         # Nearest remainder-0 lattice point, then the simplex holding the
         # point: rank_i is the position of coordinate i in the sorted
-        # differences (ties broken by index, as in the reference code).
+        # differences; on a tie the later coordinate ranks higher, as in
+        # rloss. Pairwise, like rloss: cheaper than a (d+1)^2 broadcast.
         down = elevated * (1.0 / (dim + 1))
         rounded = torch.round(down)
         rem0 = rounded * (dim + 1)
         total = rounded.sum(-1, keepdim=True).long()
         diff = elevated - rem0
-        d_i = diff.unsqueeze(-1)
-        d_j = diff.unsqueeze(-2)
-        idx = torch.arange(dim + 1, device=device)
-        earlier = idx.view(1, -1) < idx.view(-1, 1)  # [i, j]: j < i
-        rank = ((d_j > d_i) | ((d_j == d_i) & earlier)).sum(-1)
-        rank = rank + total
+        rank = [total.squeeze(-1)] * (dim + 1)
+        for i in range(dim):
+            for j in range(i + 1, dim + 1):
+                i_below = (diff[..., i] < diff[..., j]).long()
+                rank[i] = rank[i] + i_below
+                rank[j] = rank[j] + 1 - i_below
+        rank = torch.stack(rank, dim=-1)
         # Points off the plane (total != 0) wrap back into [0, d].
         low = rank < 0
         high = rank > dim
