@@ -403,3 +403,17 @@ def test_patch_center_follows_every_teacher_token_of_view_2():
     expected = 0.1 * projected.reshape(-1, projected.shape[-1]).mean(0)
     torch.testing.assert_close(model.uncertain_loss.center[0], expected,
                                rtol=0, atol=1e-6)
+
+
+def test_energy_loss_starts_with_the_decoder():
+    """The authors add the dense energy term together with the seg loss."""
+    inputs, samples = two_view_batch([[0], [1, 2]])
+    model = build(progress=(5, 100),
+                  loss_start_iters=dict(seg=10, aff=0, fsr=0)).train()
+    assert 'loss_reg' not in model.loss(inputs, samples)
+    model.set_training_progress(10, 100)
+    losses = model.loss(inputs, samples)
+    assert losses['loss_reg'] < 0  # a (negative) energy
+    losses['loss_reg'].backward()
+    assert model.decode_head.conv_seg.weight.grad.abs().sum() > 0
+    assert 'loss_reg' not in build(energy_loss=None).loss(inputs, samples)

@@ -12,7 +12,9 @@ import importlib
 import os.path as osp
 import sys
 import types
+from contextlib import contextmanager
 from types import SimpleNamespace
+from typing import Iterator
 
 import torch
 import torch.nn as nn
@@ -125,6 +127,58 @@ def load_reference(ref_dir: str) -> SimpleNamespace:
     return SimpleNamespace(**modules)
 
 
+def energy_loss_available(R: SimpleNamespace) -> bool:
+    """Whether the authors' dense energy loss can run (rloss' extension)."""
+    return R.seg_losses.bilateralfilter_batch is not _missing_extension
+
+
+def reference_energy_loss(R: SimpleNamespace, images, seg_logits, labels,
+                          weight: float = 0.05):
+    """``w_reg * get_energy_loss(...)`` as the authors' step calls it.
+
+    Their loss moves tensors with ``.cuda()`` in forward and backward: run
+    both inside :func:`cuda_calls_stay_on_cpu` on a machine without CUDA.
+    """
+    layer = R.seg_losses.DenseEnergyLoss(
+        weight=1e-7, sigma_rgb=15, sigma_xy=100, scale_factor=0.5)
+    return weight * R.seg_losses.get_energy_loss(
+        img=images, logit=seg_logits, label=labels, img_box=None,
+        loss_layer=layer).reshape(())
+
+
+@contextmanager
+def cuda_calls_stay_on_cpu() -> Iterator[None]:
+    """Make ``Tensor.cuda()`` a no-op when CUDA is absent."""
+    cuda = torch.Tensor.cuda
+    if not torch.cuda.is_available():
+        torch.Tensor.cuda = lambda self, *args, **kwargs: self
+    try:
+        yield
+    finally:
+        torch.Tensor.cuda = cuda
+
+
+def _script_tree(ref_dir: str, script: str):
+    import ast
+    with open(osp.join(ref_dir, script)) as f:
+        return ast.parse(f.read())
+
+
+def reference_energy_settings(ref_dir: str,
+                              script: str = 'train_voc.py') -> tuple:
+    """``(weight, sigma_rgb, sigma_xy, scale_factor)`` of the script's
+    ``DenseEnergyLoss(...)`` call."""
+    import ast
+    for node in ast.walk(_script_tree(ref_dir, script)):
+        if isinstance(node, ast.Call) and getattr(
+                node.func, 'id', '') == 'DenseEnergyLoss':
+            kwargs = {kw.arg: ast.literal_eval(kw.value)
+                      for kw in node.keywords}
+            return tuple(kwargs[k] for k in ('weight', 'sigma_rgb',
+                                             'sigma_xy', 'scale_factor'))
+    raise ValueError(f'no DenseEnergyLoss(...) call in {script}')
+
+
 def reference_defaults(ref_dir: str, script: str = 'train_voc.py') -> dict:
     """The argparse defaults of one of the authors' training scripts.
 
@@ -139,10 +193,8 @@ def reference_defaults(ref_dir: str, script: str = 'train_voc.py') -> dict:
         dict: Option name (without dashes) to default value.
     """
     import ast
-    with open(osp.join(ref_dir, script)) as f:
-        tree = ast.parse(f.read())
     defaults = {}
-    for node in ast.walk(tree):
+    for node in ast.walk(_script_tree(ref_dir, script)):
         if not (isinstance(node, ast.Call)
                 and getattr(node.func, 'attr', '') == 'add_argument'):
             continue

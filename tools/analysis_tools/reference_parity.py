@@ -30,6 +30,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from reference_code import (cuda_calls_stay_on_cpu,  # noqa: E402
+                            energy_loss_available, reference_energy_loss)
+
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 PAPER_CONFIG = osp.join(REPO, 'configs/fsr/fsr_vit-b16_4xb2-20k_voc12aug-448x448.py')
 COCO_CONFIG = osp.join(REPO, 'configs/fsr/fsr_vit-b16_4xb2-80k_coco2014-448x448.py')
@@ -449,8 +453,12 @@ def ref_step(R, student, teacher, fsr_loss, views, labels, noise, n_iter):
         fmap, camutils.label_to_aff_mask(token_labels))
     fsr_c, fsr_u = fsr_loss(t_out['project_out'], out['project_out'], None,
                             mask, epoch=n_iter)
-    return dict(cls=cls_loss, seg=seg_loss, aff=aff_loss, fsr_c=fsr_c,
-                fsr_u=fsr_u), mask2
+    losses = dict(cls=cls_loss, seg=seg_loss, aff=aff_loss, fsr_c=fsr_c,
+                  fsr_u=fsr_u)
+    if energy_loss_available(R):
+        # already weighted by w_reg
+        losses['reg'] = reference_energy_loss(R, views[0], seg_pred, pseudo)
+    return losses, mask2
 
 
 def check_training_step(R) -> None:
@@ -470,10 +478,15 @@ def check_training_step(R) -> None:
         samples.append(sample)
     n_iter = 5000
     seg.set_training_progress(n_iter, MAX_ITERS)
-    weights = dict(cls=1.0, seg=0.1, aff=0.2, fsr_c=0.1, fsr_u=0.1)
+    weights = dict(cls=1.0, seg=0.1, aff=0.2, fsr_c=0.1, fsr_u=0.1, reg=1.0)
     keys = dict(cls=('loss_cls', 'loss_cls_aux'), seg=('decode.loss_seg', ),
                 aff=('loss_aff', ), fsr_c=('loss_fsr_c', ),
-                fsr_u=('loss_fsr_u', ))
+                fsr_u=('loss_fsr_u', ), reg=('loss_reg', ))
+    if not energy_loss_available(R):
+        print("     the authors' bilateral-filter extension is not built: "
+              'the dense energy loss is left out of the step on both sides')
+        for table in (weights, keys):
+            table.pop('reg')
     for step in (1, 2):
         views = [images(g), images(g)]
         noise = torch.rand(2, 4, generator=g)
@@ -485,10 +498,13 @@ def check_training_step(R) -> None:
         seg.mask_neck.forward = neck_forward
         for term, names in keys.items():
             value = sum(ours[n] for n in names) / weights[term]
-            add(f'step {step}: {term} loss', max_diff(ref[term], value))
+            diff = max_diff(ref[term], value)
+            if term == 'reg':  # a 1e-10-sized loss: compare relatively
+                diff /= ref[term].abs().item()
+            add(f'step {step}: {term} loss', diff)
         if step == 1:
             sum(w * ref[t] for t, w in weights.items()).backward()
-            sum(v for k, v in ours.items() if 'loss' in k).backward()
+            sum(ours[n] for names in keys.values() for n in names).backward()
             ref_grads = map_reference({
                 n: p.grad for n, p in student.named_parameters()
                 if p.grad is not None})
@@ -526,6 +542,38 @@ def check_losses(R) -> None:
         max_diff(R.seg_losses.get_seg_loss(pred, label, 255),
                  loss(pred, label, ignore_index=255)),
         documented='No foreground pixel in a batch')
+
+
+def check_energy_loss(R) -> None:
+    """The dense energy loss alone: value and gradient w.r.t. the logits."""
+    from mmseg.registry import MODELS
+    from mmengine.config import Config
+    print('dense energy loss')
+    if not energy_loss_available(R):
+        print("     skipped: the authors' bilateral-filter extension (rloss "
+              "'bilateralfilter') is not importable")
+        return
+    g = torch.Generator().manual_seed(8)
+    x = images(g, 2, 64)
+    logits = F.interpolate(torch.randn(2, 21, 8, 8, generator=g) * 3,
+                           size=(64, 64), mode='bilinear',
+                           align_corners=False)
+    labels = logits.argmax(1)
+    labels[torch.rand(labels.shape, generator=g) < 0.3] = 255
+    ref_logits = logits.clone().requires_grad_()
+    our_logits = logits.clone().requires_grad_()
+    ref = reference_energy_loss(R, x, ref_logits, labels.float())
+    cfg = Config.fromfile(PAPER_CONFIG).model
+    loss = MODELS.build(cfg.energy_loss)
+    ours = loss(x, our_logits, labels, cfg.data_preprocessor.mean,
+                cfg.data_preprocessor.std)
+    ref.backward()
+    ours.backward()
+    add('dense energy loss value (relative)',
+        abs(ref.item() - ours.item()) / abs(ref.item()))
+    add('dense energy loss gradient w.r.t. the logits (relative)',
+        max_diff(ref_logits.grad, our_logits.grad) /
+        ref_logits.grad.abs().max().item())
 
 
 def check_schedules(R) -> None:
@@ -616,7 +664,7 @@ def check_schedules(R) -> None:
 
 def check_recipe(ref_dir: str, R) -> None:
     from mmengine.config import Config
-    from reference_code import reference_defaults
+    from reference_code import reference_defaults, reference_energy_settings
     print('recipe')
     for script, path in (('train_voc.py', PAPER_CONFIG),
                          ('train_coco.py', COCO_CONFIG)):
@@ -657,6 +705,11 @@ def check_recipe(ref_dir: str, R) -> None:
                                    m.aggregation_head.num_blocks),
             'projector outputs': (a['out_dim'],
                                   m.aggregation_head.projector.out_channels),
+            'energy loss (w_reg, weight, sigma_rgb, sigma_xy, scale)':
+            ((a['w_reg'], ) + reference_energy_settings(ref_dir, script),
+             (m.energy_loss.loss_weight, m.energy_loss.energy_weight,
+              m.energy_loss.sigma_rgb, m.energy_loss.sigma_xy,
+              m.energy_loss.scale_factor)),
         }
         bad = [k for k, (r, o) in pairs.items() if not np.allclose(r, o)]
         if bad:
@@ -753,7 +806,6 @@ def main(argv=None) -> int:
     parser.add_argument('--threads', type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
     sys.path.insert(0, REPO)
     import mmseg_fsr  # noqa: F401  (before the authors' top-level names)
     from mmengine.registry import init_default_scope
@@ -763,12 +815,13 @@ def main(argv=None) -> int:
     R = load_reference(args.reference_dir)
     checks: List[Callable] = [
         check_pseudo_labels, check_masking, check_encoder,
-        check_training_step, check_losses, check_schedules,
+        check_training_step, check_losses, check_energy_loss, check_schedules,
         check_stochastic_targets,
         partial(check_recipe, osp.abspath(args.reference_dir))
     ]
-    for check in checks:
-        check(R)
+    with cuda_calls_stay_on_cpu():  # the authors' energy loss calls .cuda()
+        for check in checks:
+            check(R)
     table = documented_rows()
     width = max(len(r.name) for r in ROWS)
     print(f'\n{"component".ljust(width)} | difference | verdict')

@@ -54,6 +54,14 @@ model = dict(
         align_corners=False,
         loss_decode=dict(type='BgFgCrossEntropyLoss', loss_weight=0.1)),
     affinity_loss=dict(type='PatchTokenContrastLoss', loss_weight=0.2),
+    # the authors' dense CRF regulariser (w_reg), from the decoder's start
+    energy_loss=dict(
+        type='DenseEnergyLoss',
+        loss_weight=0.05,
+        energy_weight=1e-7,
+        sigma_rgb=15,
+        sigma_xy=100,
+        scale_factor=0.5),
     mask_neck=dict(
         type='UncertaintyMaskingNeck',
         mask_ratio=0.4,

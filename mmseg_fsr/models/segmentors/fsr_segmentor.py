@@ -66,6 +66,9 @@ class FSRSegmentor(EncoderDecoder):
         uncertain_loss (dict, optional): ``FSRUncertainLoss`` config.
         certain_loss (dict, optional): ``FSRCertainLoss`` config.
         affinity_loss (dict, optional): ``PatchTokenContrastLoss`` config.
+        energy_loss (dict, optional): ``DenseEnergyLoss`` config: the dense
+            CRF regulariser of the decoder output, on from the decoder's
+            start (the authors' ``w_reg``).
         pseudo_label_cfg (dict, optional): ``cam_scales``, ``high_thr``,
             ``low_thr``, ``ignore_index``, ``par`` (``PixelAdaptiveRefiner``
             kwargs) and ``par_down_scale``.
@@ -93,6 +96,7 @@ class FSRSegmentor(EncoderDecoder):
                  certain_loss: OptConfigType = None,
                  affinity_loss: OptConfigType = dict(
                      type='PatchTokenContrastLoss', loss_weight=0.2),
+                 energy_loss: OptConfigType = None,
                  pseudo_label_cfg: OptConfigType = None,
                  loss_start_iters: OptConfigType = None,
                  mask_cam_source: str = 'multi_scale',
@@ -117,6 +121,7 @@ class FSRSegmentor(EncoderDecoder):
                 f'{self.num_classes - 1}, got {self.cam_head.num_classes}')
         self.affinity_loss = MODELS.build(
             affinity_loss) if affinity_loss else None
+        self.energy_loss = MODELS.build(energy_loss) if energy_loss else None
 
         self.pseudo_label_cfg = dict(
             cam_scales=(1.0, 0.5, 1.5),
@@ -469,21 +474,28 @@ class FSRSegmentor(EncoderDecoder):
                                  teacher_out))
         return losses
 
+    def _input_mean_std(self) -> Tuple[Tensor, Tensor]:
+        """The data pre-processor's normalisation, (3, 1, 1) each."""
+        pre = self.data_preprocessor
+        if getattr(pre, '_enable_normalize', False):
+            return pre.mean, pre.std
+        one = torch.ones(3, 1, 1, device=self.cam_head.classifier.weight.device)
+        return one * 0, one
+
     def _par_images(self, images: Tensor) -> Tensor:
         """The images PAR compares colours of: 8-bit RGB in [0, 1].
 
         The network input is de-normalised and truncated to 8 bits, as the
         authors' ``denormalize_img2`` does.
         """
-        pre = self.data_preprocessor
-        if getattr(pre, '_enable_normalize', False):
-            images = images * pre.std + pre.mean
+        mean, std = self._input_mean_std()
+        images = images * std + mean
         return images.clamp(0, 255).to(torch.uint8).float() / 255
 
     def _seg_loss(self, images: Tensor, feats: Tuple[Tensor, ...],
                   cams: Tensor, img_labels: Tensor,
                   valid_area: Optional[List[tuple]]) -> Dict[str, Tensor]:
-        """Decoder loss against PAR-refined CAM pseudo labels."""
+        """Decoder losses against PAR-refined CAM pseudo labels."""
         cfg = self.pseudo_label_cfg
         pseudo_labels = refine_pseudo_labels(self.refiner,
                                              self._par_images(images),
@@ -500,8 +512,16 @@ class FSRSegmentor(EncoderDecoder):
                 label[:, width:] = cfg['ignore_index']
             samples.append(
                 SegDataSample(gt_sem_seg=PixelData(data=label[None])))
-        return add_prefix(
-            self.decode_head.loss(feats, samples, self.train_cfg), 'decode')
+        seg_logits = self.decode_head(feats)
+        losses = add_prefix(
+            self.decode_head.loss_by_feat(seg_logits, samples), 'decode')
+        if self.energy_loss is not None:
+            losses[self.energy_loss.loss_name] = self.energy_loss(
+                images,
+                resize(seg_logits, images.shape[-2:], mode='bilinear',
+                       align_corners=self.align_corners), pseudo_labels,
+                *self._input_mean_std())
+        return losses
 
     def _certain_token(self, backbone: nn.Module, head: nn.Module,
                        tokens: Tensor,
