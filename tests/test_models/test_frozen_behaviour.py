@@ -62,7 +62,7 @@ def two_view_batch(step):
     return dict(inputs=inputs, data_samples=samples)
 
 
-def test_image():
+def inference_batch():
     g = torch.Generator().manual_seed(7)
     image = torch.randint(0, 256, (3, 72, 88), generator=g, dtype=torch.uint8)
     seg = torch.zeros(1, 72, 88, dtype=torch.long)
@@ -86,7 +86,7 @@ def run():
             'loss_cls', 'loss_cls_aux', 'loss_aff', 'decode.loss_seg',
             'loss_reg', 'loss_fsr_c', 'loss_fsr_u')])
     model.eval()
-    result = model.test_step(test_image())[0]
+    result = model.test_step(inference_batch())[0]
     prediction = dict(
         logits_sum=float(result.seg_logits.data.sum()),
         logits_abs_sum=float(result.seg_logits.data.abs().sum()),
