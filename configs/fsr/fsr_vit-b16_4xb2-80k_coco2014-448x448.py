@@ -11,9 +11,8 @@ _base_ = [
 model = dict(
     decode_head=dict(num_classes=81),
     cam_head=dict(num_classes=80),
-    pseudo_label_cfg=dict(high_thr=0.65, low_thr=0.25),
-    loss_start_iters=dict(fsr=0, seg=8000, aff=12000),
-    test_cfg=dict(cam_bg_thr=0.45))
+    pseudo_labeller=dict(high_thr=0.65, low_thr=0.25, eval_bg_thr=0.45),
+    loss_start_iters=dict(fsr=0, seg=8000, aff=12000))
 max_iters = 80000
 warmup_iters = 1500
 param_scheduler = [

@@ -70,7 +70,7 @@ model = dict(
             out_channels=projector_dims)),
     uncertain_loss=dict(out_channels=projector_dims),
     certain_loss=dict(out_channels=projector_dims),
-    pseudo_label_cfg=dict(par=dict(dilations=(1, 2, 4), num_iter=5)),
+    pseudo_labeller=dict(par=dict(dilations=(1, 2, 4), num_iter=5)),
     loss_start_iters=dict(seg=100, aff=0, fsr=0),
     test_cfg=dict(output_cams=True))
 

@@ -94,17 +94,19 @@ model = dict(
         loss_weight=0.1),
     certain_loss=dict(
         type='FSRCertainLoss', out_channels=projector_dims, loss_weight=0.1),
-    pseudo_label_cfg=dict(
+    pseudo_labeller=dict(
+        type='CAMPseudoLabeller',
         cam_scales=(1.0, 0.5, 1.5),
         high_thr=0.7,
         low_thr=0.25,
+        eval_bg_thr=0.5,  # CAMs scored as labels (VOC)
         par=dict(dilations=(1, 2, 4, 8, 12, 24), num_iter=10),
         par_down_scale=2),
     loss_start_iters=dict(seg=2000, aff=0, fsr=0),
     mask_cam_source='multi_scale',
     stochastic_targets=True,  # CAMs and teacher with drop path, as authors
     train_cfg=dict(),
-    test_cfg=dict(mode='whole', cam_bg_thr=0.5))
+    test_cfg=dict(mode='whole'))
 # some losses start late and FSR parts may be switched off.
 model_wrapper_cfg = dict(
     type='MMDistributedDataParallel', find_unused_parameters=True)

@@ -57,10 +57,12 @@ model = dict(
         align_corners=False,
         loss_decode=dict(type='BgFgCrossEntropyLoss', loss_weight=0.1)),
     affinity_loss=dict(type='PatchTokenContrastLoss', loss_weight=0.2),
-    pseudo_label_cfg=dict(
+    pseudo_labeller=dict(
+        type='CAMPseudoLabeller',
         cam_scales=(1.0, 0.5, 1.5),
         high_thr=0.7,
         low_thr=0.25,
+        eval_bg_thr=0.5,
         par=dict(dilations=(1, 2, 4, 8, 12, 24), num_iter=10),
         par_down_scale=2),
     loss_start_iters=dict(seg=2000, aff=0, fsr=0),
@@ -96,5 +98,5 @@ model = dict(
     mask_cam_source='multi_scale',
     stochastic_targets=True,
     train_cfg=dict(),
-    test_cfg=dict(mode='whole', cam_bg_thr=0.5))
+    test_cfg=dict(mode='whole'))
 custom_hooks = [dict(type='FSRTeacherHook', momentum=0.9995, end_momentum=1.0)]

@@ -1,5 +1,5 @@
 """Aggregation module A (masked cross-attention, Eq. 5-7) plus projector P."""
-from typing import Optional, Tuple, Union
+from typing import Callable, Optional, Tuple, Union
 
 import torch.nn as nn
 from mmcv.cnn import build_norm_layer
@@ -189,6 +189,28 @@ class MCAAggregationHead(BaseModule):
         for block in self.blocks:
             x = block(x, patch_tokens, token_mask)
         return x.squeeze(1)
+
+    def aggregate_and_project(
+            self,
+            patch_tokens: Tensor,
+            cls_token: Tensor,
+            token_mask: Optional[Tensor] = None,
+            norm: Optional[Callable[[Tensor], Tensor]] = None) -> Tensor:
+        """P(norm(A(tokens))): the projected aggregated token.
+
+        Args:
+            patch_tokens (Tensor): Shape (B, N, C).
+            cls_token (Tensor): Query, shape (B, C) or (1, C).
+            token_mask (Tensor, optional): Bool, shape (B, N).
+            norm (callable, optional): Applied before the projector; FSR
+                passes the backbone's final norm, shared with the patch
+                tokens as in the authors' encoder.
+
+        Returns:
+            Tensor: Shape (B, K).
+        """
+        token = self.aggregate(patch_tokens, cls_token, token_mask)
+        return self.project(norm(token) if norm is not None else token)
 
     def project(self, x: Tensor) -> Tensor:
         """Apply the projector.
