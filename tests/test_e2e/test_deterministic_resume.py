@@ -8,6 +8,7 @@ and the final metrics must equal those of the uninterrupted run.
 """
 import copy
 import os.path as osp
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -141,3 +142,21 @@ def test_checkpoint_is_marked_and_loads_weights_only(tiny_cfg, tmp_path):
                       map_location='cpu', weights_only=True)
     mark = ckpt['meta']['deterministic_resume']
     assert mark == dict(version=1, seed=0)
+
+
+def test_resuming_an_unmarked_checkpoint_warns(monkeypatch):
+    import mmseg_fsr.engine.hooks.deterministic_resume_hook as module
+    logged = []
+    monkeypatch.setattr(module, 'print_log',
+                        lambda msg, **kwargs: logged.append(msg))
+    hook = module.DeterministicResumeHook()
+    runner = SimpleNamespace(seed=3, iter=4, train_loop=SimpleNamespace(
+        dataloader_iterator=iter(range(10))))
+    hook.after_load_checkpoint(runner, dict(meta=dict(iter=4)))
+    hook.before_train(runner)
+    assert any('written without this hook' in m for m in logged)
+    logged.clear()
+    hook.after_load_checkpoint(
+        runner, dict(meta=dict(iter=4, deterministic_resume=dict(seed=3))))
+    hook.before_train(runner)
+    assert logged == []

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from mmengine.hooks import CheckpointHook
 from mmengine.logging import MessageHub
 from mmengine.runner import Runner
 
@@ -143,14 +144,48 @@ def test_non_finite_weights_with_a_finite_loss():
     model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
     with torch.no_grad():
         model[1].bias[0] = math.nan
-    hook = NonFiniteLossGuardHook()
+    hook = NonFiniteLossGuardHook(check_weights=True)
     with pytest.raises(NonFiniteWeightsError, match=r'1\.bias'):
         hook.after_train_iter(_runner(model), 0, outputs=_losses(loss=1.0))
     NonFiniteLossGuardHook(check_weights=False).after_train_iter(
         _runner(model), 0, outputs=_losses(loss=1.0))
+    # 'auto': only where a checkpoint is saved or validation runs
+    auto = NonFiniteLossGuardHook()
+    runner = _runner(model, it=3)
+    runner.hooks = [CheckpointHook(interval=5, by_epoch=False)]
+    auto.after_train_iter(runner, 0, outputs=_losses(loss=1.0))
+    runner.iter = 4  # iter_5.pth is about to be written
+    with pytest.raises(NonFiniteWeightsError):
+        auto.after_train_iter(runner, 0, outputs=_losses(loss=1.0))
+    runner = _runner(model, it=5)
+    runner.val_loop = object()
+    runner.train_loop = SimpleNamespace(val_interval=3, val_begin=1)
+    with pytest.raises(NonFiniteWeightsError):  # validation after iter 6
+        auto.after_train_iter(runner, 0, outputs=_losses(loss=1.0))
+    with pytest.raises(ValueError):
+        NonFiniteLossGuardHook(check_weights='always')
     # last line of defence: a non-finite checkpoint is never written
     with pytest.raises(NonFiniteWeightsError, match='was not written'):
         hook.before_save_checkpoint(
             _runner(model), dict(state_dict=model.state_dict()))
     hook.before_save_checkpoint(
         _runner(), dict(state_dict=torch.nn.Linear(2, 2).state_dict()))
+
+
+def test_all_ranks_stop_together(monkeypatch):
+    """A NaN on another rank stops this (healthy) rank at the same
+    iteration, instead of leaving it hanging in the next all-reduce."""
+    import mmseg_fsr.engine.hooks.non_finite_loss_guard_hook as guard
+
+    def all_reduce(flags, op):
+        assert op == 'sum'
+        flags[0] += 1  # rank 0 saw a non-finite loss
+
+    monkeypatch.setattr(guard, 'is_distributed', lambda: True)
+    monkeypatch.setattr(guard, 'get_rank', lambda: 1)
+    monkeypatch.setattr(guard, 'all_reduce', all_reduce)
+    with pytest.raises(NonFiniteLossError,
+                       match='iteration 5/10 .* on rank 1: finite here, '
+                       'non-finite on another rank'):
+        NonFiniteLossGuardHook().after_train_iter(
+            _runner(), 0, outputs=_losses(loss=1.0))
