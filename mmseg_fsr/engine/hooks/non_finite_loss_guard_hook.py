@@ -137,10 +137,12 @@ class NonFiniteLossGuardHook(Hook):
         }
         if not terms:
             return {}
-        values = torch.stack([
-            torch.as_tensor(v).detach().float().reshape(-1).sum().cpu()
+        sums = [
+            torch.as_tensor(v).detach().float().reshape(-1).sum()
             for v in terms.values()
-        ]).tolist()
+        ]
+        device = sums[0].device  # one device-to-host copy for all terms
+        values = torch.stack([v.to(device) for v in sums]).cpu().tolist()
         return dict(zip(terms, values))
 
     @staticmethod
