@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Distributed testing with torchrun.
 #   bash tools/dist_test.sh CONFIG CHECKPOINT GPUS [tools/test.py options...]
+# Without CUDA, GPUS processes run on the CPU with the gloo backend.
 set -e
 CONFIG=$1
 CHECKPOINT=$2

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Distributed training on one or more nodes with torchrun.
 #   bash tools/dist_train.sh CONFIG GPUS [tools/train.py options...]
+# Without CUDA, GPUS processes train on the CPU with the gloo backend.
 #   NNODES=2 NODE_RANK=0 MASTER_ADDR=10.0.0.1 bash tools/dist_train.sh ...
 set -e
 CONFIG=$1

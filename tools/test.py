@@ -10,8 +10,10 @@ Examples::
     python tools/test.py <config> <ckpt> --out preds/      # save predictions
     python tools/test.py <config> <ckpt> --show-dir vis/   # painted images
     bash tools/dist_test.sh <config> <ckpt> 4
+    bash tools/dist_test.sh <config> <ckpt> 2   # no CUDA: 2 CPU processes
 """
 import argparse
+import logging
 import os
 import os.path as osp
 import sys
@@ -23,6 +25,55 @@ def _import_plugin():
     except ImportError:
         sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
         import mmseg_fsr  # noqa: F401
+
+
+def init_cpu_distributed(cfg) -> bool:
+    """Start the process group for ``--launcher pytorch`` without CUDA.
+
+    mmengine's ``init_dist`` calls ``torch.cuda.set_device(LOCAL_RANK)``
+    before ``init_process_group``, which fails without an NVIDIA driver
+    ("Found no NVIDIA driver"), whatever ``env_cfg.dist_cfg.backend`` says.
+    Without CUDA this starts the gloo process group itself (the Runner
+    then reuses it) and makes DDP wrap the CPU model without
+    ``device_ids``. With CUDA nothing changes.
+
+    Returns:
+        bool: Whether the CPU process group was started here.
+    """
+    import datetime
+
+    import torch
+    import torch.distributed as dist
+    from mmengine.logging import print_log
+    from mmengine.registry import MODEL_WRAPPERS
+    from torch.nn.parallel import DistributedDataParallel
+
+    if cfg.get('launcher') != 'pytorch' or torch.cuda.is_available() \
+            or dist.is_initialized():
+        return False
+    dist_cfg = dict(cfg.get('env_cfg', {}).get('dist_cfg', {}))
+    backend = dist_cfg.pop('backend', 'nccl')
+    if backend != 'gloo':
+        print_log(
+            f'no CUDA device: using the gloo backend instead of {backend}',
+            logger='current',
+            level=logging.WARNING)
+    if dist_cfg.get('timeout') is not None:
+        dist_cfg['timeout'] = datetime.timedelta(seconds=dist_cfg['timeout'])
+    dist.init_process_group('gloo', **dist_cfg)  # env:// from torchrun
+    cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = \
+        'gloo'
+    wrapper = cfg.get('model_wrapper_cfg') or dict(
+        type='MMDistributedDataParallel',
+        broadcast_buffers=False,
+        find_unused_parameters=cfg.get('find_unused_parameters', False))
+    wrapper_type = MODEL_WRAPPERS.get(
+        wrapper.get('type', 'MMDistributedDataParallel'))
+    if isinstance(wrapper_type, type) and issubclass(
+            wrapper_type, DistributedDataParallel):
+        wrapper['device_ids'] = None  # CPU modules take none
+    cfg.model_wrapper_cfg = wrapper
+    return True
 
 
 def parse_args(argv=None):
@@ -125,6 +176,8 @@ def main(argv=None):
 
     cfg.load_from = args.checkpoint
     cfg.resume = False
+    # dist_test.sh on machines without CUDA (gloo)
+    init_cpu_distributed(cfg)
 
     if args.show or args.show_dir:
         cfg = trigger_visualization_hook(cfg, args)

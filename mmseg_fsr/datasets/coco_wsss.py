@@ -10,6 +10,7 @@ import numpy as np
 from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
 
+from .checks import DataIssue, DatasetCheckError
 from .transforms.image_labels import class_ids_to_multi_hot
 from .voc_wsss import WSSSDatasetMixin, pascal_voc_palette
 
@@ -50,9 +51,10 @@ class WSSSCOCODataset(WSSSDatasetMixin, BaseSegDataset):
             image under ``data_prefix.img_path``. Defaults to ''.
         img_suffix (str): Image suffix. Defaults to '.jpg'.
         seg_map_suffix (str): Mask suffix. Defaults to '.png'.
-        img_label_file (str, optional): ``.npy`` dict {name: multi-hot of
-            length 80} or ``.json`` dict {name: [class ids 1..80]}; gives
-            every data info ``gt_class_labels``. Defaults to None.
+        img_label_file (str, optional): {name: multi-hot of length 80} as
+            ``.npz`` or pickled-dict ``.npy`` (read without running code),
+            or ``.json`` {name: [class ids 1..80]}; gives every data info
+            ``gt_class_labels``. Defaults to None.
         filter_empty_labels (bool): Drop images without any foreground
             class; WSSS training cannot use them. The labels come from
             ``img_label_file`` when given; otherwise every mask of the split
@@ -61,13 +63,18 @@ class WSSSCOCODataset(WSSSDatasetMixin, BaseSegDataset):
             train masks), so pass a label file for large splits. Set False
             on evaluation splits, where such images still count for the
             background IoU. Defaults to True.
+        verify_files (bool): At start-up, ``stat`` every listed image and
+            mask (missing or 0-byte files are reported). Defaults to True.
         **kwargs: Other ``BaseSegDataset`` arguments.
 
     Raises:
         FileNotFoundError: If data_root, an image/mask directory, the split
-            list, the label file or a listed image is missing.
-        ValueError: If the label file lacks a listed image, or filtering
-            needs masks but no ``seg_map_path`` is set.
+            list or the label file is missing.
+        DatasetCheckError: (a ``ValueError``) listing every bad entry:
+            empty split list, duplicate ids, missing or empty files, an
+            unreadable label file or images it lacks, and (mask scan)
+            masks that cannot be read or hold out-of-range class ids.
+        ValueError: If filtering needs masks but no ``seg_map_path`` is set.
     """
     METAINFO = dict(classes=COCO_CLASSES, palette=pascal_voc_palette(81))
 
@@ -77,8 +84,10 @@ class WSSSCOCODataset(WSSSDatasetMixin, BaseSegDataset):
                  seg_map_suffix: str = '.png',
                  img_label_file: Optional[str] = None,
                  filter_empty_labels: bool = True,
+                 verify_files: bool = True,
                  **kwargs) -> None:
         self.filter_empty_labels = filter_empty_labels
+        self.verify_files = verify_files
         self.img_label_file = self._check_paths(
             kwargs.get('data_root'),
             kwargs.get('data_prefix', dict(img_path='', seg_map_path='')),
@@ -124,7 +133,22 @@ class WSSSCOCODataset(WSSSDatasetMixin, BaseSegDataset):
                     'image labels: set img_label_file or '
                     'data_prefix.seg_map_path')
             with ThreadPoolExecutor(_MASK_SCAN_THREADS) as pool:
-                keep = list(
-                    pool.map(self._mask_has_foreground,
+                scanned = list(
+                    pool.map(self._scan_mask,
                              [info['seg_map_path'] for info in data_list]))
+            issues = [issue for _, issue in scanned if issue is not None]
+            if issues:
+                raise DatasetCheckError(
+                    f'{type(self).__name__} ({self.ann_file or "masks"}) '
+                    'mask scan', issues)
+            keep = [k for k, _ in scanned]
         return [info for info, k in zip(data_list, keep) if k]
+
+    def _scan_mask(self, seg_map_path: str):
+        """``(has foreground, None)`` or ``(False, DataIssue)``."""
+        try:
+            return self._mask_has_foreground(seg_map_path), None
+        except Exception as err:  # unreadable mask or bad class id
+            return False, DataIssue(
+                seg_map_path, f'{type(err).__name__}: {err}'
+                if not isinstance(err, ValueError) else str(err))

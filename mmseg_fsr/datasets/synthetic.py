@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from .transforms.image_labels import save_image_label_file
 from .voc_wsss import pascal_voc_palette
 
 VOC_CLASSES = (
@@ -166,7 +167,7 @@ def generate_synthetic_voc(out_dir: str,
             SegmentationClass/<name>.png      # palette PNG, 255 = ignore
             SegmentationClassAug/<name>.png   # same masks
             ImageSets/Segmentation/{train,val,aug}.txt  # aug == train
-            cls_labels_onehot.npy   # {name: uint8 multi-hot over 20 classes}
+            cls_labels_onehot.npz   # {name: uint8 multi-hot over 20 classes}
             summary.json
 
     Images are named ``train_00000`` / ``val_00000``; each holds 1 to
@@ -247,8 +248,10 @@ def generate_synthetic_voc(out_dir: str,
                 f.write(''.join(n + '\n' for n in names))
         images_per_class[split] = per_class
 
-    label_file = osp.join(out_dir, 'cls_labels_onehot.npy')
-    np.save(label_file, onehot, allow_pickle=True)
+    # A pickle-free archive (one array per image name), not the pickled
+    # dict .npy of the WSSS authors: loading it can never run code.
+    label_file = osp.join(out_dir, 'cls_labels_onehot.npz')
+    save_image_label_file(label_file, onehot)
     summary = dict(
         out_dir=out_dir,
         img_size=[h, w],

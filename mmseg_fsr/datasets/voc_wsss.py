@@ -1,6 +1,6 @@
 """PASCAL VOC 2012 (+SBD "aug") for weakly supervised segmentation."""
 import os.path as osp
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import mmengine.fileio as fileio
 from mmengine.fileio import join_path
@@ -8,6 +8,8 @@ from mmengine.utils import is_abs
 from mmseg.datasets import PascalVOCDataset
 from mmseg.registry import DATASETS
 
+from .checks import (DataIssue, DatasetCheckError, check_files_exist,
+                     describe_sample, read_split_file, warn_blank_lines)
 from .transforms.image_labels import load_image_label_file
 
 
@@ -44,25 +46,97 @@ def _resolve(path: Optional[str], data_root: Optional[str]) -> Optional[str]:
 
 
 class WSSSDatasetMixin:
-    """Path checks and image-level label loading shared by WSSS datasets.
+    """Start-up data checks and image-level labels for WSSS datasets.
 
-    mmseg only asserts on missing paths, without saying which one; a WSSS
-    run also needs its label file to cover every listed image. The mixin
-    checks paths before ``BaseSegDataset.__init__`` runs (so it works with
-    ``lazy_init`` too) and attaches ``gt_class_labels`` in
-    ``load_data_list``. The host class must be a ``BaseSegDataset``.
+    mmseg only asserts on missing paths, without saying which one, and finds
+    a bad file when a sample is drawn, possibly hours into a run. The mixin
+
+    - checks the data root, image/mask directories, split list and label
+      file before ``BaseSegDataset.__init__`` runs (so with ``lazy_init``
+      too), raising ``FileNotFoundError`` naming the missing one;
+    - in ``load_data_list``, runs the *fast* check of
+      :mod:`mmseg_fsr.datasets.checks` (split list: empty, duplicate ids,
+      blank lines; every listed image and mask exists and is not empty; the
+      label file parses and covers every image) and raises ONE
+      :class:`~mmseg_fsr.datasets.checks.DatasetCheckError` listing every
+      bad file with its reason. Blank lines of the split list are dropped
+      with a warning. ``verify_files=False`` skips the file ``stat`` calls;
+    - adds the sample's files as a note to any exception the pipeline
+      raises, so that a decoding error names its file;
+    - attaches ``gt_class_labels`` from the label file.
+
+    The host class must be a ``BaseSegDataset`` and set ``verify_files``
+    and ``img_label_file`` before calling its ``__init__``.
     """
 
+    verify_files: bool = True
+
     def load_data_list(self) -> List[dict]:
-        """Load the split list, check its images and attach labels.
+        """Load the split list, check it and its files, attach labels.
 
         Returns:
             list[dict]: Data infos.
+
+        Raises:
+            DatasetCheckError: Listing every problem found.
         """
-        data_list = super().load_data_list()
-        self._check_images_exist(data_list)
-        self._attach_image_labels(data_list)
+        data_list, issues = self.load_data_list_with_issues()
+        if issues:
+            source = self.ann_file or self.data_prefix.get('img_path')
+            raise DatasetCheckError(f'{type(self).__name__} ({source})',
+                                    issues)
         return data_list
+
+    def load_data_list_with_issues(
+            self,
+            check_files: Optional[bool] = None
+    ) -> Tuple[List[dict], List[DataIssue]]:
+        """The data list and the fast check's problems, without raising.
+
+        Args:
+            check_files (bool, optional): ``stat`` every listed file.
+                Defaults to ``self.verify_files``.
+
+        Returns:
+            tuple[list[dict], list[DataIssue]]: Data infos (blank lines
+            dropped, labels attached where the label file has them) and
+            the problems found.
+        """
+        if check_files is None:
+            check_files = self.verify_files
+        issues = []
+        data_list = super().load_data_list()
+        if self.ann_file and not osp.isdir(self.ann_file):
+            split = read_split_file(self.ann_file, self.backend_args)
+            issues.extend(split.issues)
+            warn_blank_lines(self.ann_file, split.blank_lines)
+            # mmseg turns a blank line into the image '<img_dir>/.jpg'
+            data_list = [
+                info for info in data_list if self._image_name(info) != ''
+            ]
+        elif not data_list:
+            issues.append(
+                DataIssue(
+                    self.data_prefix.get('img_path', ''),
+                    f'no *{self.img_suffix} image found in this directory'))
+        if check_files:
+            issues.extend(check_files_exist(data_list, self.backend_args))
+        issues.extend(self._attach_image_labels(data_list))
+        return data_list, issues
+
+    def prepare_data(self, idx: int):
+        """``BaseDataset.prepare_data``, with the sample's files added as a
+        note to any exception (cv2's ``!buf.empty()`` names no file)."""
+        try:
+            return super().prepare_data(idx)
+        except Exception as err:
+            try:
+                where = describe_sample(self.get_data_info(idx))
+            except Exception:  # pragma: no cover - keep the first error
+                where = '(data info unavailable)'
+            err.add_note(f'{type(self).__name__}: while loading sample '
+                         f'{idx}: {where}')
+            raise
 
     def _check_paths(self,
                      data_root: Optional[str],
@@ -114,33 +188,34 @@ class WSSSDatasetMixin:
             else data_info['img_path']
         return rel[:-len(self.img_suffix)] if self.img_suffix else rel
 
-    def _check_images_exist(self, data_list: List[dict]) -> None:
-        """Raise if names in the split list have no image file."""
-        missing = [
-            info['img_path'] for info in data_list
-            if not fileio.exists(info['img_path'],
-                                 backend_args=self.backend_args)
-        ]
-        if missing:
-            raise FileNotFoundError(
-                f'{type(self).__name__}: {len(missing)} image(s) listed in '
-                f'{self.ann_file} have no image file, e.g. {missing[0]}')
+    def _attach_image_labels(self, data_list: List[dict]) -> List[DataIssue]:
+        """Set ``gt_class_labels`` from ``self.img_label_file`` in place.
 
-    def _attach_image_labels(self, data_list: List[dict]) -> None:
-        """Set ``gt_class_labels`` from ``self.img_label_file`` in place."""
+        Returns:
+            list[DataIssue]: An unreadable label file, or one issue per
+            listed image without an entry.
+        """
         if not self.img_label_file:
-            return
-        labels = load_image_label_file(
-            self.img_label_file, len(self.metainfo['classes']),
-            backend_args=self.backend_args)
+            return []
+        try:
+            labels = load_image_label_file(
+                self.img_label_file, len(self.metainfo['classes']),
+                backend_args=self.backend_args)
+        except (OSError, ValueError) as err:
+            return [DataIssue(self.img_label_file, str(err))]
+        issues = []
         for info in data_list:
             name = self._image_name(info)
             if name not in labels:
-                raise ValueError(
-                    f'{type(self).__name__}: image {name!r} (from '
-                    f'{self.ann_file or self.data_prefix.get("img_path")}) '
-                    f'has no entry in img_label_file {self.img_label_file}')
+                source = self.ann_file or self.data_prefix.get('img_path')
+                issues.append(
+                    DataIssue(
+                        self.img_label_file,
+                        f'image {name!r} (listed in {source}) has no entry '
+                        'in this img_label_file'))
+                continue
             info['gt_class_labels'] = labels[name].copy()
+        return issues
 
 
 @DATASETS.register_module()
@@ -159,15 +234,20 @@ class WSSSVOCDataset(WSSSDatasetMixin, PascalVOCDataset):
             ``data_root`` unless absolute.
         img_suffix (str): Image suffix. Defaults to '.jpg'.
         seg_map_suffix (str): Mask suffix. Defaults to '.png'.
-        img_label_file (str, optional): ``.npy`` dict {name: multi-hot of
-            length 20} or ``.json`` dict {name: [class ids 1..20]}, relative
-            to ``data_root`` unless absolute. Defaults to None.
+        img_label_file (str, optional): {name: multi-hot of length 20} as
+            ``.npz`` or pickled-dict ``.npy`` (read without running code),
+            or ``.json`` {name: [class ids 1..20]}; relative to
+            ``data_root`` unless absolute. Defaults to None.
+        verify_files (bool): At start-up, ``stat`` every listed image and
+            mask (missing or 0-byte files are reported). Defaults to True.
         **kwargs: Other ``BaseSegDataset`` arguments.
 
     Raises:
         FileNotFoundError: If data_root, an image/mask directory, the split
-            list, the label file or a listed image is missing.
-        ValueError: If the label file lacks a listed image.
+            list or the label file is missing.
+        DatasetCheckError: (a ``ValueError``) listing every bad entry: an
+            empty split list, duplicate ids, missing or empty images and
+            masks, an unreadable label file or images it lacks.
     """
 
     def __init__(self,
@@ -175,7 +255,9 @@ class WSSSVOCDataset(WSSSDatasetMixin, PascalVOCDataset):
                  img_suffix: str = '.jpg',
                  seg_map_suffix: str = '.png',
                  img_label_file: Optional[str] = None,
+                 verify_files: bool = True,
                  **kwargs) -> None:
+        self.verify_files = verify_files
         self.img_label_file = self._check_paths(
             kwargs.get('data_root'),
             kwargs.get('data_prefix', dict(img_path='', seg_map_path='')),

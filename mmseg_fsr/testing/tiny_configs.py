@@ -42,7 +42,8 @@ def tiny_fsr_config(data_root: str, work_dir: str,
     """A whole Runner config: the tiny model on a VOC-layout folder.
 
     Batch 2, no worker processes, decoder from iteration 1, a checkpoint
-    every 2 iterations, validation (decoder, CAM and PAR mIoU) at the end.
+    every 2 iterations, validation (decoder, CAM and PAR mIoU) at the end,
+    ``NonFiniteLossGuardHook`` and ``DeterministicResumeHook`` on.
 
     Args:
         data_root (str): VOC-layout data root (e.g. synthetic data).
@@ -68,5 +69,10 @@ def tiny_fsr_config(data_root: str, work_dir: str,
     ]
     cfg.default_hooks.logger.interval = 1
     cfg.default_hooks.checkpoint.update(interval=2, max_keep_ckpts=-1)
+    # on in every config: stop at the first NaN loss, bit-exact resume
+    cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
+        dict(type='NonFiniteLossGuardHook', max_loss=1e4),
+        dict(type='DeterministicResumeHook'),
+    ]
     cfg.log_level = 'WARNING'
     return cfg

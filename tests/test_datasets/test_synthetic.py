@@ -94,8 +94,12 @@ def test_masks_are_voc_palette_pngs_with_ignore_border(voc_root):
 
 
 def test_label_file_matches_masks(voc_root):
-    labels = np.load(
-        osp.join(voc_root, 'cls_labels_onehot.npy'), allow_pickle=True).item()
+    # pickle-free: plain numpy loading with allow_pickle=False reads it
+    with np.load(osp.join(voc_root, 'cls_labels_onehot.npz'),
+                 allow_pickle=False) as archive:
+        labels = {name: archive[name] for name in archive.files}
+    assert sorted(labels) == sorted(
+        _read_list(voc_root, 'train') + _read_list(voc_root, 'val'))
     for name in _read_list(voc_root, 'train') + _read_list(voc_root, 'val'):
         label = np.array(
             Image.open(osp.join(voc_root, 'SegmentationClassAug',

@@ -12,7 +12,8 @@ from mmseg.registry import DATASETS
 from PIL import Image
 
 import mmseg_fsr  # noqa: F401  (registers the modules)
-from mmseg_fsr.datasets import (COCO_CLASSES, WSSSCOCODataset, WSSSVOCDataset,
+from mmseg_fsr.datasets import (COCO_CLASSES, DatasetCheckError,
+                                WSSSCOCODataset, WSSSVOCDataset,
                                 generate_synthetic_voc)
 
 VOC_PREFIX = dict(img_path='JPEGImages', seg_map_path='SegmentationClassAug')
@@ -68,11 +69,19 @@ def test_voc_loads_generated_folder(voc_root):
     assert len(val) == 3
 
 
-@pytest.mark.parametrize('fmt', ['npy', 'json'])
+def _onehot(root: str) -> dict:
+    with np.load(osp.join(root, 'cls_labels_onehot.npz')) as archive:
+        return {name: archive[name] for name in archive.files}
+
+
+@pytest.mark.parametrize('fmt', ['npz', 'npy', 'json'])
 def test_voc_label_file_agrees_with_masks(voc_root, tmp_path, fmt):
-    label_file = osp.join(voc_root, 'cls_labels_onehot.npy')
+    label_file = osp.join(voc_root, 'cls_labels_onehot.npz')
+    onehot = _onehot(voc_root)
+    if fmt == 'npy':  # the authors' format: a pickled dict
+        label_file = str(tmp_path / 'labels.npy')
+        np.save(label_file, onehot, allow_pickle=True)
     if fmt == 'json':
-        onehot = np.load(label_file, allow_pickle=True).item()
         label_file = str(tmp_path / 'labels.json')
         with open(label_file, 'w') as f:
             json.dump({
@@ -92,8 +101,8 @@ def test_voc_label_file_agrees_with_masks(voc_root, tmp_path, fmt):
 
 
 def test_voc_relative_label_file_uses_data_root(voc_root):
-    ds = _voc(voc_root, img_label_file='cls_labels_onehot.npy')
-    assert ds.img_label_file == osp.join(voc_root, 'cls_labels_onehot.npy')
+    ds = _voc(voc_root, img_label_file='cls_labels_onehot.npz')
+    assert ds.img_label_file == osp.join(voc_root, 'cls_labels_onehot.npz')
     assert 'gt_class_labels' in ds.get_data_info(0)
 
 
@@ -121,21 +130,22 @@ def test_voc_missing_paths_are_named(voc_root, tmp_path, lazy_init):
 def test_voc_listed_name_without_image(voc_root, tmp_path):
     split = tmp_path / 'split.txt'
     split.write_text('train_00000\nno_such_image\n')
-    with pytest.raises(FileNotFoundError,
-                       match=r'1 image\(s\) listed in .*split.txt.*'
-                       r'no_such_image\.jpg'):
+    with pytest.raises(DatasetCheckError,
+                       match=r'split.txt\): 2 problem\(s\)(.|\n)*'
+                       r'no_such_image\.jpg: image file missing(.|\n)*'
+                       r'no_such_image\.png: mask file missing'):
         _voc(voc_root, ann_file=str(split))
 
 
 def test_voc_label_file_problems(voc_root, tmp_path):
-    onehot = np.load(
-        osp.join(voc_root, 'cls_labels_onehot.npy'), allow_pickle=True).item()
+    onehot = _onehot(voc_root)
     partial = dict(onehot)
     del partial['train_00003']
     partial_file = str(tmp_path / 'partial.npy')
     np.save(partial_file, partial, allow_pickle=True)
-    with pytest.raises(ValueError,
-                       match="'train_00003'.*no entry.*partial.npy"):
+    with pytest.raises(DatasetCheckError,
+                       match="partial.npy: image 'train_00003' .*has no "
+                       'entry'):
         _voc(voc_root, img_label_file=partial_file)
 
     short_file = str(tmp_path / 'short.npy')

@@ -1,1 +1,13 @@
-from .fsr_teacher_hook import FSRTeacherHook  # noqa: F401
+from .deterministic_resume_hook import DeterministicResumeHook
+from .fsr_teacher_hook import FSRTeacherHook
+from .non_finite_loss_guard_hook import (LossExplosionError,
+                                         NonFiniteLossError,
+                                         NonFiniteLossGuardHook,
+                                         NonFiniteWeightsError,
+                                         TrainingDivergedError)
+
+__all__ = [
+    'DeterministicResumeHook', 'FSRTeacherHook', 'LossExplosionError',
+    'NonFiniteLossError', 'NonFiniteLossGuardHook', 'NonFiniteWeightsError',
+    'TrainingDivergedError'
+]
