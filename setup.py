@@ -15,11 +15,12 @@ build from the sdist for torch >= 2.6 without patching (see
 of it in the right order; ``pip install ".[mim]"`` / ``mim install`` add the
 full ``mminstall.txt`` (with mmcv) as OpenMMLab projects do.
 
-Like OpenMMLab codebases, wheels carry ``configs/`` and ``tools/`` under
-``mmseg_fsr/.mim/`` so ``mim train mmseg_fsr <config-file-name>`` finds the
-config and runs ``.mim/tools/train.py``. They are copied into the build
-directory only (the source tree is not touched); an editable install uses the
-repository's own ``configs/`` and ``tools/`` (pass config paths).
+Like OpenMMLab codebases, the package carries ``configs/`` and ``tools/``
+under ``mmseg_fsr/.mim/`` so ``mim train mmseg_fsr <config-file-name>`` finds
+the config and runs ``.mim/tools/train.py``, and the package finds its own
+configs wherever it is installed. Wheels get copies; an editable install gets
+symbolic links to the repository's folders (git-ignored), as mmseg's
+``setup.py develop`` does.
 """
 import os
 import os.path as osp
@@ -51,6 +52,16 @@ def get_version():
     return scope['__version__']
 
 
+def link_mim_dirs():
+    """``mmseg_fsr/.mim/{configs,tools}`` -> the repository's folders."""
+    mim_root = osp.join(HERE, 'mmseg_fsr', '.mim')
+    os.makedirs(mim_root, exist_ok=True)
+    for name in MIM_DIRS:
+        link = osp.join(mim_root, name)
+        if not osp.lexists(link):
+            os.symlink(osp.join('..', '..', name), link)
+
+
 class BuildPyWithMim(build_py):
     """``build_py`` that also copies ``configs/`` and ``tools/`` into
     ``<build_lib>/mmseg_fsr/.mim/`` (what ``mim`` looks for)."""
@@ -58,7 +69,8 @@ class BuildPyWithMim(build_py):
     def run(self):
         super().run()
         if getattr(self, 'editable_mode', False):
-            return  # editable: the repository itself is used
+            link_mim_dirs()
+            return
         mim_root = osp.join(self.build_lib, 'mmseg_fsr', '.mim')
         for name in MIM_DIRS:
             src = osp.join(HERE, name)

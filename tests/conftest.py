@@ -1,10 +1,16 @@
 """Shared fixtures: synthetic VOC-layout data and tiny FSR Runner configs."""
+import os.path as osp
+import sys
+
 import pytest
-from mmengine.logging import MessageHub
 
 import mmseg_fsr  # noqa: F401  (registers the modules)
-from mmseg_fsr.datasets.synthetic import generate_synthetic_voc
-from mmseg_fsr.testing import tiny_fsr_config
+from mmseg_fsr.testing import generate_synthetic_voc, tiny_fsr_config
+
+# the analysis tools' shared helpers (benchmark_utils, reference_code)
+sys.path.insert(
+    0, osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'tools',
+                'analysis_tools'))
 
 
 @pytest.fixture(scope='session')
@@ -24,15 +30,3 @@ def tiny_cfg(synthetic_voc, tmp_path):
                                max_iters)
 
     return make
-
-
-@pytest.fixture
-def outside_runner():
-    """Hide the Runner's iteration info from the model for one test.
-
-    ``FSRSegmentor`` then takes every loss warm-up as finished.
-    """
-    hub = MessageHub.get_current_instance()
-    saved = {k: hub.runtime_info.pop(k, None) for k in ('iter', 'max_iters')}
-    yield
-    hub.runtime_info.update({k: v for k, v in saved.items() if v is not None})

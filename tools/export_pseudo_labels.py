@@ -17,7 +17,7 @@ What is written (``--source``):
 - ``--crf`` (implies ``cam``): a dense CRF on the CAMs of the image's own
   classes with a constant background score ``test_cfg.cam_bg_thr`` in
   front, the scores divided by their per-pixel sum as probabilities (see
-  ``mmseg_fsr.utils.cam_inference.crf_cam_label``); FSR's test CRF
+  ``mmseg_fsr.apis.cam_inference.crf_cam_label``); FSR's test CRF
   settings; no 255.
 
 Image-level labels come from the split's masks (``GenerateImageLabels``)
@@ -108,7 +108,7 @@ def main(argv=None) -> None:
     import torch
     from mmengine.utils import ProgressBar
 
-    from mmseg_fsr.utils.cam_inference import (build_split_loader,
+    from mmseg_fsr.apis.cam_inference import (build_split_loader,
                                                export_crf_cam_label,
                                                load_model_and_split,
                                                save_label_png)

@@ -17,7 +17,7 @@ from mmengine.runner import Runner
 from PIL import Image
 
 import mmseg_fsr  # noqa: F401  (registers the modules)
-from mmseg_fsr.datasets.synthetic import generate_synthetic_voc
+from mmseg_fsr.testing.synthetic import generate_synthetic_voc
 from mmseg_fsr.utils.config_utils import set_data_root
 from mmseg_fsr.visualization.cam_panel import save_cam_panels
 

@@ -1,10 +1,9 @@
 from .checks import DataIssue, DatasetCheckError
 from .coco_wsss import COCO_CLASSES, WSSSCOCODataset
-from .synthetic import generate_synthetic_voc
 from .transforms import *  # noqa: F401,F403
 from .voc_wsss import WSSSVOCDataset, pascal_voc_palette
 
 __all__ = [
     'COCO_CLASSES', 'DataIssue', 'DatasetCheckError', 'WSSSCOCODataset',
-    'WSSSVOCDataset', 'generate_synthetic_voc', 'pascal_voc_palette'
+    'WSSSVOCDataset', 'pascal_voc_palette'
 ]

@@ -122,6 +122,10 @@ class WSSSDatasetMixin:
         if check_files:
             issues.extend(check_files_exist(data_list, self.backend_args))
         issues.extend(self._attach_image_labels(data_list))
+        # GenerateImageLabels reads the class count from here
+        num_classes = len(self.metainfo['classes'])
+        for info in data_list:
+            info['num_classes'] = num_classes
         return data_list, issues
 
     def prepare_data(self, idx: int):

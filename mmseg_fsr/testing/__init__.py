@@ -1,4 +1,8 @@
-"""Helpers for tests and examples: tiny FSR configs on synthetic data."""
+"""Helpers for tests and the quick-start: synthetic data, tiny configs."""
+from .synthetic import generate_synthetic_voc
 from .tiny_configs import CPU_CONFIG, tiny_fsr_config, tiny_fsr_model_cfg
 
-__all__ = ['CPU_CONFIG', 'tiny_fsr_config', 'tiny_fsr_model_cfg']
+__all__ = [
+    'CPU_CONFIG', 'generate_synthetic_voc', 'tiny_fsr_config',
+    'tiny_fsr_model_cfg'
+]

@@ -6,9 +6,18 @@ from mmengine.registry import init_default_scope
 
 from ..utils.config_utils import set_data_root
 
-CPU_CONFIG = osp.join(
-    osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))),
-    'configs/fsr/fsr_vit-tiny-p8_1xb8-400_synthvoc-64x64.py')
+
+def _config_root() -> str:
+    """The configs shipped with the package (``mmseg_fsr/.mim/configs``,
+    what wheels and editable installs carry), else a source checkout's."""
+    package = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    shipped = osp.join(package, '.mim', 'configs')
+    return shipped if osp.isdir(shipped) else osp.join(
+        osp.dirname(package), 'configs')
+
+
+CPU_CONFIG = osp.join(_config_root(), 'fsr',
+                      'fsr_vit-tiny-p8_1xb8-400_synthvoc-64x64.py')
 
 
 def tiny_fsr_model_cfg(crop: int = 32, **overrides) -> Config:
@@ -32,6 +41,8 @@ def tiny_fsr_model_cfg(crop: int = 32, **overrides) -> Config:
     cfg.aggregation_head.projector.update(in_channels=32, out_channels=64)
     cfg.uncertain_loss.out_channels = cfg.certain_loss.out_channels = 64
     cfg.loss_start_iters = dict(seg=0, aff=0, fsr=0)
+    # 4x4 patches: single-patch masking blocks
+    cfg.mask_neck.block_size = cfg.backbone.patch_size
     wrapper = Config(dict(model=cfg))
     wrapper.merge_from_dict({f'model.{k}': v for k, v in overrides.items()})
     return wrapper.model
@@ -42,8 +53,8 @@ def tiny_fsr_config(data_root: str, work_dir: str,
     """A whole Runner config: the tiny model on a VOC-layout folder.
 
     Batch 2, no worker processes, decoder from iteration 1, a checkpoint
-    every 2 iterations, validation (decoder, CAM and PAR mIoU) at the end,
-    ``NonFiniteLossGuardHook`` and ``DeterministicResumeHook`` on.
+    every 2 iterations, validation (decoder, CAM, auxiliary-CAM and PAR
+    mIoU) at the end, the CPU config's hooks.
 
     Args:
         data_root (str): VOC-layout data root (e.g. synthetic data).
@@ -69,10 +80,5 @@ def tiny_fsr_config(data_root: str, work_dir: str,
     ]
     cfg.default_hooks.logger.interval = 1
     cfg.default_hooks.checkpoint.update(interval=2, max_keep_ckpts=-1)
-    # on in every config: stop at the first NaN loss, bit-exact resume
-    cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
-        dict(type='NonFiniteLossGuardHook', max_loss=1e4),
-        dict(type='DeterministicResumeHook'),
-    ]
     cfg.log_level = 'WARNING'
     return cfg

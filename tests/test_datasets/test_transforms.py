@@ -8,8 +8,8 @@ from mmengine.registry import init_default_scope
 from mmseg.registry import DATASETS, TRANSFORMS
 
 import mmseg_fsr  # noqa: F401  (registers the modules)
-from mmseg_fsr.datasets import (GenerateImageLabels, PackWSSSInputs,
-                                generate_synthetic_voc)
+from mmseg_fsr.datasets import GenerateImageLabels, PackWSSSInputs
+from mmseg_fsr.testing import generate_synthetic_voc
 
 
 def two_view_pipeline(crop: int = 448, prefixed: bool = True) -> list:
@@ -57,8 +57,9 @@ def voc_root(tmp_path_factory) -> str:
 
 
 def _mask_results(mask: np.ndarray, **extra) -> dict:
-    return dict(gt_seg_map=mask, seg_map_path='/data/m.png',
-                img_path='/data/i.jpg', **extra)
+    """What a WSSS data set hands the pipeline (VOC: 21 classes)."""
+    return dict(dict(gt_seg_map=mask, seg_map_path='/data/m.png',
+                     img_path='/data/i.jpg', num_classes=21), **extra)
 
 
 # --- GenerateImageLabels ----------------------------------------------
@@ -108,9 +109,17 @@ def test_empty_label_set():
     assert not out['gt_class_labels'].any()
 
 
-def test_needs_a_mask():
+def test_needs_a_mask_and_a_class_count():
     with pytest.raises(KeyError, match='after LoadAnnotations'):
+        GenerateImageLabels()(dict(img_path='/data/i.jpg', num_classes=21))
+    with pytest.raises(KeyError, match='needs num_classes.*i.jpg'):
         GenerateImageLabels()(dict(img_path='/data/i.jpg'))
+
+
+def test_class_count_argument_wins_over_the_data_set():
+    mask = np.array([[0, 2]], np.uint8)
+    out = GenerateImageLabels(num_classes=3)(_mask_results(mask))
+    np.testing.assert_array_equal(out['gt_class_labels'], [0, 1])
 
 
 # --- PackWSSSInputs ----------------------------------------------------

@@ -13,15 +13,16 @@ from PIL import Image
 
 import mmseg_fsr  # noqa: F401  (registers the modules)
 from mmseg_fsr.datasets import (COCO_CLASSES, DatasetCheckError,
-                                WSSSCOCODataset, WSSSVOCDataset,
-                                generate_synthetic_voc)
+                                WSSSCOCODataset, WSSSVOCDataset)
+from mmseg_fsr.testing import generate_synthetic_voc
 
 VOC_PREFIX = dict(img_path='JPEGImages', seg_map_path='SegmentationClassAug')
 AUG_LIST = 'ImageSets/Segmentation/aug.txt'
+# no num_classes: GenerateImageLabels takes the data set's class count
 LABEL_PIPELINE = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations'),
-    dict(type='GenerateImageLabels', num_classes=21),
+    dict(type='GenerateImageLabels'),
 ]
 
 
@@ -58,6 +59,7 @@ def test_voc_loads_generated_folder(voc_root):
     assert len(ds) == 8
     assert len(ds.metainfo['classes']) == 21
     info = ds.get_data_info(0)
+    assert info['num_classes'] == 21  # for GenerateImageLabels
     assert info['img_path'] == osp.join(voc_root, 'JPEGImages',
                                         'train_00000.jpg')
     assert info['seg_map_path'].endswith('SegmentationClassAug/'
@@ -233,7 +235,7 @@ def test_coco_labels_from_masks_through_pipeline(coco_root):
         pipeline=[
             dict(type='LoadImageFromFile'),
             dict(type='LoadAnnotations'),
-            dict(type='GenerateImageLabels', num_classes=81),
+            dict(type='GenerateImageLabels'),  # 81 from the data set
         ])
     labels = {
         osp.basename(ds[i]['img_path'])[:-4]:

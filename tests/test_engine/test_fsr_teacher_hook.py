@@ -44,7 +44,7 @@ def tiny_cfg():
         out_channels=16)
     m.uncertain_loss.out_channels = 16
     m.certain_loss.out_channels = 16
-    m.pseudo_label_cfg.update(
+    m.pseudo_labeller.update(
         cam_scales=(1.0, ), par=dict(dilations=(1, ), num_iter=1))
     m.loss_start_iters = dict(seg=0, aff=0, fsr=0)
     return m

@@ -14,7 +14,7 @@ from mmseg_fsr.models.losses import (BgFgCrossEntropyLoss, FSRCertainLoss,
 from mmseg_fsr.models.utils import (PixelAdaptiveRefiner, min_max_normalize,
                                     refine_pseudo_labels)
 from mmseg_fsr.testing import CPU_CONFIG, tiny_fsr_model_cfg
-from mmseg_fsr.utils.benchmark import saved_activation_bytes
+from benchmark_utils import saved_activation_bytes
 
 CROP = 32
 BF16 = dict(device_type='cpu', dtype=torch.bfloat16)
@@ -164,7 +164,7 @@ def test_bf16_train_step_gives_finite_fp32_losses():
 def test_amp_config_inherits_the_paper_optimiser():
     config_dir = osp.dirname(CPU_CONFIG)
     cfg = Config.fromfile(
-        osp.join(config_dir, 'fsr_vit-b16_4xb2-20k_voc12aug-448x448_amp.py'))
+        osp.join(config_dir, 'fsr_vit-b16_4xb2-amp-20k_voc12aug-448x448.py'))
     paper = Config.fromfile(
         osp.join(config_dir, 'fsr_vit-b16_4xb2-20k_voc12aug-448x448.py'))
     wrapper = cfg.optim_wrapper

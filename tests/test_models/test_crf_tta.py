@@ -19,8 +19,9 @@ from PIL import Image
 from mmseg_fsr.testing import tiny_fsr_model_cfg
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-TTA_CONFIG = osp.join(
-    REPO, 'configs/fsr/fsr_vit-b16_4xb2-20k_voc12aug-448x448_tta-crf.py')
+# every FSR config's --tta is the paper's recipe
+TTA_CONFIG = osp.join(REPO,
+                      'configs/fsr/fsr_vit-b16_4xb2-20k_voc12aug-448x448.py')
 
 
 def two_colour_case(height=24, width=48, colour_edge=20, wrong_edge=30):

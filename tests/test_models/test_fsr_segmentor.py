@@ -1,5 +1,6 @@
 """FSRSegmentor: mmseg's generic segmentor checks, label handling, reuse."""
 import copy
+from functools import partial
 
 import pytest
 import torch
@@ -8,8 +9,9 @@ from mmengine.structures import PixelData
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
-import mmseg_fsr.models.segmentors.fsr_segmentor as fsr_module
 from mmseg_fsr.models.backbones import MaskableViT
+from mmseg_fsr.models.pseudo_labellers import to_8bit_rgb
+from mmseg_fsr.models.utils import stack_image_labels
 from mmseg_fsr.testing import tiny_fsr_model_cfg
 
 CROP = 32
@@ -151,12 +153,21 @@ def test_pixel_labels_never_reach_the_losses():
         assert torch.equal(clean_losses[key], noisy_losses[key]), key
 
 
-def test_labels_from_masks_in_stock_batches():
-    model = build()
-    sample = SegDataSample(gt_sem_seg=PixelData(
-        data=torch.tensor([[[0, 3, 255], [20, 3, 0]]])))
-    labels = model._image_labels([sample])
-    assert labels.nonzero()[:, 1].tolist() == [2, 19]
+def test_stock_batches_get_a_second_view_and_labels_from_masks():
+    """WSSSDataPreProcessor turns a stock training batch into two views and
+    reads the image labels off the masks (the transform's function)."""
+    model = build(data_preprocessor=dict(size=(CROP, CROP)))
+    batch = stock_batch()
+    batch['data_samples'][0].gt_sem_seg = PixelData(
+        data=torch.full((1, CROP, CROP), 3).index_fill_(1, torch.tensor([0]),
+                                                        20))
+    data = model.data_preprocessor(batch, True)
+    assert data['inputs'].shape == (2, 2, 3, CROP, CROP)
+    labels = data['data_samples'][0].gt_class_labels
+    assert labels.nonzero()[:, 0].tolist() == [2, 19]
+    # view 1 is the image itself
+    plain = model.data_preprocessor(stock_batch(), False)['inputs']
+    torch.testing.assert_close(data['inputs'][1:, 0], plain[1:])
 
 
 # ---------------------------------------------------------- bad input
@@ -172,7 +183,9 @@ def test_wrong_class_count_and_empty_label_set():
     sample = SegDataSample(gt_sem_seg=PixelData(
         data=torch.full((1, CROP, CROP), 40)))
     with pytest.raises(ValueError, match='wrong class count.*class 40'):
-        model._image_labels([sample])
+        stack_image_labels([sample], 21)
+    with pytest.raises(ValueError, match='two views'):
+        model.loss(inputs[:, 0], samples)
 
 
 def test_crop_not_multiple_of_patch_size():
@@ -185,14 +198,36 @@ def test_crop_not_multiple_of_patch_size():
 
 @pytest.mark.parametrize('overrides, message', [
     (dict(cam_head=dict(num_classes=80)), 'wrong class count'),
-    (dict(pseudo_label_cfg=dict(low_thr=0.8)), 'thresholds out of order'),
-    (dict(mask_neck=None), 'need both mask_neck'),
+    (dict(pseudo_labeller=dict(low_thr=0.8)), 'thresholds out of order'),
     (dict(loss_start_iters=dict(decoder=3)), 'unknown loss_start_iters'),
     (dict(mask_cam_source='teacher'), 'mask_cam_source'),
+    (dict(mask_neck=dict(patch_size=16, block_size=16)), 'patch size 8'),
 ])
 def test_invalid_settings_fail_at_build(overrides, message):
     with pytest.raises(ValueError, match=message):
         MODELS.build(tiny_fsr_model_cfg(CROP, **overrides))
+
+
+def test_fsr_needs_neck_and_head():
+    with pytest.raises(TypeError, match='need mask_neck, aggregation_head'):
+        MODELS.build(tiny_fsr_model_cfg(CROP, mask_neck=None))
+
+
+def test_loss_starts_beyond_the_run_are_errors():
+    with pytest.raises(ValueError, match=r'fraction.*\[0, 1\].*got 1.5'):
+        build(loss_start_iters=dict(seg=1.5))
+    model = build(loss_start_iters=dict(seg=200), progress=(0, 1))
+    with pytest.raises(ValueError,
+                       match=r"\{'seg': 200\} lie past max_iters=100"):
+        model.set_training_progress(0, 100)
+
+
+def test_loss_starts_as_fractions_follow_the_run_length():
+    model = build(loss_start_iters=dict(seg=0.1, aff=0.15, fsr=0))
+    for max_iters, expected in ((20000, (2000, 3000)), (80, (8, 12))):
+        model.set_training_progress(0, max_iters)
+        assert (model.loss_starts['seg'],
+                model.loss_starts['aff']) == expected
 
 
 def test_fsr_needs_a_maskable_backbone():
@@ -226,13 +261,15 @@ def test_aux_only_images_stop_at_the_auxiliary_layer():
     model = build().train()
     inputs, _ = two_view_batch([[0], [1], [2]])
     view1, view2 = inputs[:, 0], inputs[:, 1]
-    cams1, aux1 = model.multi_scale_cams(view1)
-    _, aux2 = model.multi_scale_cams(view2)
+    cam_pass = partial(model.pseudo_labeller.multi_scale_cams, model.backbone,
+                       model.cam_head)
+    cams1, aux1 = cam_pass(view1)
+    _, aux2 = cam_pass(view2)
 
     last_layer_rows = []
     model.backbone.layers[-1].register_forward_hook(
         lambda module, args, out: last_layer_rows.append(args[0].shape[0]))
-    cams, aux = model.multi_scale_cams(torch.cat([view1, view2]), 3)
+    cams, aux = cam_pass(torch.cat([view1, view2]), 3)
 
     assert cams.shape == (3, 20, CROP, CROP)
     assert aux.shape == (6, 20, CROP, CROP)
@@ -240,7 +277,7 @@ def test_aux_only_images_stop_at_the_auxiliary_layer():
     torch.testing.assert_close(aux, torch.cat([aux1, aux2]), rtol=0,
                                atol=1e-5)
     # image + flip of view 1 only, at every scale
-    scales = model.pseudo_label_cfg['cam_scales']
+    scales = model.pseudo_labeller.cam_scales
     assert last_layer_rows == [6] * len(scales)
     assert model.training and model.backbone.training
 
@@ -281,14 +318,16 @@ def count_calls(monkeypatch, owner, name):
 def test_multi_scale_cam_computed_once_per_iteration(monkeypatch,
                                                      mask_cam_source):
     model = build(mask_cam_source=mask_cam_source).train()
-    cam_calls = count_calls(monkeypatch, model, 'multi_scale_cams')
-    par_calls = count_calls(monkeypatch, fsr_module, 'refine_pseudo_labels')
+    cam_calls = count_calls(monkeypatch, model.pseudo_labeller,
+                            'multi_scale_cams')
+    par_calls = count_calls(monkeypatch, model.pseudo_labeller,
+                            'pseudo_labels')
     inputs, samples = two_view_batch([[0], [1]])
     model.loss(inputs, samples)
     # one batched pass: view 1, and view 2 (auxiliary CAM only) when it
     # picks the mask
     assert len(cam_calls) == 1
-    (images, num_final), _ = cam_calls[0]
+    (_, _, images, num_final), _ = cam_calls[0]
     views = [0, 1] if mask_cam_source == 'multi_scale' else [0]
     assert torch.equal(images, inputs[:, views].transpose(0, 1).flatten(0, 1))
     assert num_final == 2
@@ -307,12 +346,13 @@ def test_final_cam_only_once_the_decoder_starts(monkeypatch):
             progress=(5, 100),
             loss_start_iters=starts,
             mask_neck=dict(random_warmup_ratio=0.0)).train()
-        cam_calls = count_calls(monkeypatch, model, 'multi_scale_cams')
+        cam_calls = count_calls(monkeypatch, model.pseudo_labeller,
+                            'multi_scale_cams')
         last_layer_rows = []
         model.backbone.layers[-1].register_forward_hook(
             lambda module, args, out: last_layer_rows.append(args[0].shape[0]))
         losses = model.loss(inputs, samples)
-        (images, num_final), _ = cam_calls[0]
+        (_, _, images, num_final), _ = cam_calls[0]
         assert torch.equal(images,
                            inputs[:, views].transpose(0, 1).flatten(0, 1))
         assert num_final == 0
@@ -326,8 +366,10 @@ def test_no_work_for_losses_not_started(monkeypatch):
         progress=(5, 100),
         loss_start_iters=dict(seg=10, aff=10, fsr=0),
         mask_neck=dict(random_warmup_ratio=0.2)).train()
-    cam_calls = count_calls(monkeypatch, model, 'multi_scale_cams')
-    par_calls = count_calls(monkeypatch, fsr_module, 'refine_pseudo_labels')
+    cam_calls = count_calls(monkeypatch, model.pseudo_labeller,
+                            'multi_scale_cams')
+    par_calls = count_calls(monkeypatch, model.pseudo_labeller,
+                            'pseudo_labels')
     inputs, samples = two_view_batch([[0], [1]])
     losses = model.loss(inputs, samples)
     # random masking phase, decoder and affinity off: no CAM, no PAR
@@ -354,7 +396,7 @@ def test_par_sees_the_8_bit_image():
     raw = torch.tensor([100.7, 255.3, -0.2, 0.0]).view(1, 1, 1, 4).expand(
         1, 3, 1, 4)
     normalised = (raw - pre.mean) / pre.std
-    out = model._par_images(normalised)
+    out = to_8bit_rgb(normalised, pre.mean, pre.std)
     expected = torch.tensor([100., 255., 0., 0.]) / 255
     torch.testing.assert_close(out[0, :, 0], expected.expand(3, 4),
                                rtol=0, atol=1e-7)
@@ -366,22 +408,33 @@ def test_drop_path_acts_on_targets_as_in_the_authors_code(
     model = build(
         backbone=dict(drop_path_rate=0.5),
         stochastic_targets=stochastic_targets).train()
-    inputs, _ = two_view_batch([[0], [1]])
-    cams = [model.multi_scale_cams(inputs[:, 0])[0] for _ in range(2)]
+    inputs, samples = two_view_batch([[0], [1]])
+    cam_calls = []
+    labeller = model.pseudo_labeller
+    original = labeller.multi_scale_cams
+
+    def recording(backbone, *args):
+        cam_calls.append(backbone.training)
+        return original(backbone, *args)
+
+    labeller.multi_scale_cams = recording
+    model.loss(inputs, samples)
+    assert cam_calls == [stochastic_targets]
+    assert model.backbone.training  # restored after the CAM pass
     teacher = model.teacher['backbone']
     tokens = [teacher.forward_with_tokens(inputs[:, 1])[1] for _ in range(2)]
-    differ = [not torch.equal(*cams), not torch.equal(*tokens)]
-    assert differ == [stochastic_targets] * 2
+    assert (not torch.equal(*tokens)) == stochastic_targets
     model.eval()  # inference is always deterministic
-    assert torch.equal(model.multi_scale_cams(inputs[:, 0])[0],
-                       model.multi_scale_cams(inputs[:, 0])[0])
+    assert torch.equal(
+        model.teacher['backbone'].forward_with_tokens(inputs[:, 1])[1],
+        model.teacher['backbone'].forward_with_tokens(inputs[:, 1])[1])
 
 
 def test_certain_token_uses_class_token_query_and_final_norm():
     """L_c reaches the backbone's class token (the aggregation query) and
     its final norm, which the aggregated token shares with the patches."""
     model = build(uncertain_loss=None, affinity_loss=None,
-                  loss_start_iters=dict(seg=2000, aff=0, fsr=0)).train()
+                  loss_start_iters=dict(seg=950, aff=0, fsr=0)).train()
     inputs, samples = two_view_batch([[0], [1, 2]])
     model.loss(inputs, samples)['loss_fsr_c'].backward()
     assert model.backbone.cls_token.grad.abs().sum() > 0

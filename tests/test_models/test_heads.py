@@ -277,16 +277,33 @@ def _single_view_batch(sizes):
 
 @pytest.mark.parametrize('training', [True, False])
 def test_wsss_preprocessor_single_view_matches_mmseg(training):
+    """Stock batches: mmseg's pre-processing; in training, plus a second
+    view and image labels read off the masks (classes 1-3 of 4)."""
     cfg = dict(PRE_CFG, size=(8, 8), test_cfg=dict(size_divisor=4))
     sizes = [(7, 6), (8, 5)] if training else [(7, 6), (7, 6)]
     data = _single_view_batch(sizes)
-    ours = WSSSDataPreProcessor(**cfg)(copy.deepcopy(data), training)
+    ours = WSSSDataPreProcessor(num_classes=4, **cfg)(
+        copy.deepcopy(data), training)
     ref = SegDataPreProcessor(**cfg)(copy.deepcopy(data), training)
-    assert ours['inputs'].shape == ref['inputs'].shape
-    assert ours['inputs'].shape == (2, 3, 8, 8)  # padded to size / divisor
-    assert torch.equal(ours['inputs'], ref['inputs'])
+    if training:
+        assert ours['inputs'].shape == (2, 2, 3, 8, 8)
+        assert torch.equal(ours['inputs'][:, 0], ref['inputs'])
+        assert not torch.equal(ours['inputs'][:, 1], ref['inputs'])
+        for sample in ours['data_samples']:
+            present = sample.gt_sem_seg.data.unique()
+            expected = [c - 1 for c in present.tolist() if 0 < c < 255]
+            assert sample.gt_class_labels.nonzero()[:, 0].tolist() == expected
+    else:
+        assert ours['inputs'].shape == (2, 3, 8, 8)  # padded to divisor
+        assert torch.equal(ours['inputs'], ref['inputs'])
     for a, b in zip(ours['data_samples'], ref['data_samples']):
         assert a.metainfo == b.metainfo
         assert torch.equal(a.gt_sem_seg.data, b.gt_sem_seg.data)
     if training:  # padded with seg_pad_val
         assert (ours['data_samples'][0].gt_sem_seg.data[:, 7] == 255).all()
+
+
+def test_wsss_preprocessor_needs_the_class_count_for_stock_batches():
+    with pytest.raises(ValueError, match='needs num_classes'):
+        WSSSDataPreProcessor(**dict(PRE_CFG, size=(8, 8)))(
+            _single_view_batch([(8, 8)]), True)

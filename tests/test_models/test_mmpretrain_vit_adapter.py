@@ -146,7 +146,7 @@ def shrink(model):
         in_channels=32, hidden_channels=64, bottleneck_channels=16,
         out_channels=64)
     model.uncertain_loss.out_channels = model.certain_loss.out_channels = 64
-    model.pseudo_label_cfg.par = dict(dilations=(1, 2), num_iter=2)
+    model.pseudo_labeller.par = dict(dilations=(1, 2), num_iter=2)
     model.loss_start_iters = dict(seg=0, aff=0, fsr=0)
 
 

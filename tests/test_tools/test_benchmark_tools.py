@@ -14,7 +14,7 @@ from mmseg.structures import SegDataSample
 
 import mmseg_fsr.models.segmentors.fsr_segmentor as fsr_module
 from mmseg_fsr.testing import CPU_CONFIG, tiny_fsr_model_cfg
-from mmseg_fsr.utils.benchmark import ema_foreach_vs_loop
+from benchmark_utils import ema_foreach_vs_loop
 
 TOOLS = osp.join(
     osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'tools',

@@ -18,14 +18,15 @@ from PIL import Image
 
 from mmseg_fsr.models.utils.dense_crf import read_rgb_image
 from mmseg_fsr.testing import tiny_fsr_config
-from mmseg_fsr.utils.cam_inference import (build_cam_model,
+from mmseg_fsr.apis.cam_inference import (build_cam_model,
                                            build_split_loader,
                                            crf_cam_label, split_dataset_cfg)
 from mmseg_fsr.utils.config_utils import set_data_root
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-TTA_CONFIG = osp.join(
-    REPO, 'configs/fsr/fsr_vit-b16_4xb2-20k_voc12aug-448x448_tta-crf.py')
+# every FSR config's --tta is the paper's recipe
+TTA_CONFIG = osp.join(REPO,
+                      'configs/fsr/fsr_vit-b16_4xb2-20k_voc12aug-448x448.py')
 SECOND_STAGE = [
     'configs/second_stage/'
     'deeplabv3plus_r101-d8_4xb4-20k_voc12aug-512x512_fsr-pseudo.py',
@@ -169,7 +170,7 @@ def test_export_cam_and_crf_labels(run, val_outputs, tmp_path):
 
 def test_crf_cam_label_without_crf_effect_is_cam_label(monkeypatch):
     """The CRF input's argmax is the CAM label (cams_to_labels)."""
-    import mmseg_fsr.utils.cam_inference as cam_inference
+    import mmseg_fsr.apis.cam_inference as cam_inference
     monkeypatch.setattr(cam_inference, 'dense_crf',
                         lambda image, probs, **kw: probs)
     g = np.random.default_rng(0)

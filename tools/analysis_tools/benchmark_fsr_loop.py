@@ -176,7 +176,7 @@ def build_variants(cfg, args, device) -> Tuple[Dict[str, Variant], tuple]:
     from mmseg.registry import MODELS
 
     import reference_loop
-    from mmseg_fsr.utils.benchmark import autocast
+    from benchmark_utils import autocast
 
     torch.manual_seed(args.seed)
     base = MODELS.build(cfg.model)
@@ -238,7 +238,7 @@ def build_variants(cfg, args, device) -> Tuple[Dict[str, Variant], tuple]:
 def activation_memory(variants: Dict[str, Variant],
                       device: torch.device) -> Dict[str, float]:
     """MiB saved for backward by one forward pass of each variant."""
-    from mmseg_fsr.utils.benchmark import autocast, saved_activation_bytes
+    from benchmark_utils import autocast, saved_activation_bytes
 
     result = {}
     for name, variant in variants.items():
@@ -254,7 +254,7 @@ def breakdown(model, inputs, samples, device, rounds) -> Dict[str, float]:
     """Median seconds of the CAM pass (view 1; view 1 + the auxiliary CAM
     of view 2) and of PAR."""
     from mmseg_fsr.models.utils import refine_pseudo_labels
-    from mmseg_fsr.utils.benchmark import interleaved_timings, median
+    from benchmark_utils import interleaved_timings, median
 
     view1, view2 = inputs[:, 0], inputs[:, 1]
     cams, _ = model.multi_scale_cams(view1)
@@ -289,7 +289,7 @@ def main(argv=None) -> Dict:
     args = parse_args(argv)
     _import_plugin()
 
-    from mmseg_fsr.utils.benchmark import (ema_foreach_vs_loop,
+    from benchmark_utils import (ema_foreach_vs_loop,
                                            interleaved_timings, median,
                                            paired_ratio, use_quiet_logger)
 

@@ -85,7 +85,7 @@ def time_mode(model_cfg, loader_cfg, checkpoint: Optional[str], device,
     from mmengine.runner import Runner, load_checkpoint
     from mmseg.registry import MODELS
 
-    from mmseg_fsr.utils.benchmark import synchronize
+    from benchmark_utils import synchronize
 
     model = MODELS.build(model_cfg).to(device).eval()
     if checkpoint:
@@ -157,7 +157,7 @@ def main(argv=None) -> Dict:
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
 
-    from mmseg_fsr.utils.benchmark import use_quiet_logger
+    from benchmark_utils import use_quiet_logger
     from mmseg_fsr.utils.config_utils import set_data_root
 
     cfg = Config.fromfile(args.config)

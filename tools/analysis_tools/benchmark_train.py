@@ -91,7 +91,7 @@ def build_optim(cfg, model, amp, device):
     import torch
     from mmengine.optim import build_optim_wrapper
 
-    from mmseg_fsr.utils.benchmark import AMP_DTYPES
+    from benchmark_utils import AMP_DTYPES
 
     wrapper_cfg = cfg.optim_wrapper.copy()
     dtype = AMP_DTYPES[amp] if amp else None
@@ -116,7 +116,7 @@ def main(argv=None) -> Dict:
     from mmengine.runner import Runner
     from mmseg.registry import MODELS
 
-    from mmseg_fsr.utils.benchmark import (median, peak_memory_mb,
+    from benchmark_utils import (median, peak_memory_mb,
                                            reset_peak_memory, synchronize,
                                            timed, use_quiet_logger)
 

@@ -65,7 +65,7 @@ def main(argv=None) -> list:
     """Draw the panels; returns the paths written."""
     args = parse_args(argv)
     _import_plugin()
-    from mmseg_fsr.utils.cam_inference import (build_split_loader,
+    from mmseg_fsr.apis.cam_inference import (build_split_loader,
                                                load_model_and_split)
     from mmseg_fsr.visualization.cam_panel import save_cam_panels
 

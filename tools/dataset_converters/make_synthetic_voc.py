@@ -9,8 +9,8 @@ import argparse
 import json
 import time
 
-from mmseg_fsr.datasets.synthetic import (CLASS_STYLES, DEFAULT_CLASS_IDS,
-                                          generate_synthetic_voc)
+from mmseg_fsr.testing.synthetic import (CLASS_STYLES, DEFAULT_CLASS_IDS,
+                                         generate_synthetic_voc)
 
 
 def parse_args() -> argparse.Namespace:

@@ -10,7 +10,7 @@ crop_size = 448
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations'),
-    dict(type='GenerateImageLabels', num_classes=81),
+    dict(type='GenerateImageLabels'),
     # two views, each: random resized crop, flip, colour jitter
     dict(type='WSSSMultiView', crop_size=crop_size),
     dict(type='PackWSSSInputs'),
@@ -18,9 +18,9 @@ train_pipeline = [
 test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations'),
-    dict(type='PackSegInputs'),
+    dict(type='GenerateImageLabels', allow_empty=True),
+    dict(type='PackWSSSInputs', pack_seg_map=True),
 ]
-
 
 def coco_split(split: str, ann_file: str, **kwargs) -> dict:
     return dict(
@@ -62,3 +62,13 @@ test_dataloader = dict(
         **coco_split('val', 'ImageSets/val.txt',
                      filter_empty_labels=False,
                      pipeline=test_pipeline)))
+val_evaluator = [
+    dict(type='IoUMetric', iou_metrics=['mIoU']),
+    dict(type='PseudoLabelMetric', pred_key='pred_cam_label', prefix='cam'),
+    dict(
+        type='PseudoLabelMetric',
+        pred_key='pred_aux_cam_label',
+        prefix='aux_cam'),
+    dict(type='PseudoLabelMetric', pred_key='pred_par_label', prefix='par'),
+]
+test_evaluator = val_evaluator

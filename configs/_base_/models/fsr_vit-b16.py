@@ -3,7 +3,7 @@
 # tools/model_converters/vit_to_fsr.py (see docs/dataset_prepare.md).
 custom_imports = dict(imports=['mmseg_fsr'], allow_failed_imports=False)
 
-num_classes = 21  # segmentation classes, background included
+num_classes = 21  # VOC: segmentation classes, background included
 embed_dims = 768
 projector_dims = 4096
 data_preprocessor = dict(
@@ -41,8 +41,8 @@ model = dict(
         interpolate_mode='bicubic',
         init_cfg=dict(
             type='Pretrained', checkpoint='pretrain/vit-b16_in1k_jx_448.pth')),
-    cam_head=dict(
-        type='CAMHead', in_channels=embed_dims, num_classes=num_classes - 1),
+    # foreground classifiers: num_classes - 1 outputs
+    cam_head=dict(type='CAMHead', in_channels=embed_dims),
     decode_head=dict(
         type='LargeFOVHead',
         in_channels=embed_dims,
@@ -67,7 +67,6 @@ model = dict(
         mask_ratio=0.4,
         uncertain_range=(0.2, 0.7),
         strategy='uncertain',
-        patch_size=16,
         # the authors' code: 64-px blocks, random for the first 20% of
         # iterations, k = ceil(N r), each block read at its top-left pixel
         # (the paper: single patches, no warm-up, floor; see the
@@ -102,12 +101,14 @@ model = dict(
         eval_bg_thr=0.5,  # CAMs scored as labels (VOC)
         par=dict(dilations=(1, 2, 4, 8, 12, 24), num_iter=10),
         par_down_scale=2),
-    loss_start_iters=dict(seg=2000, aff=0, fsr=0),
+    # first iteration (int) or fraction of the run (float): the decoder and
+    # the energy term from 10% (2,000 of 20k iterations)
+    loss_start_iters=dict(seg=0.1, aff=0, fsr=0),
     mask_cam_source='multi_scale',
     stochastic_targets=True,  # CAMs and teacher with drop path, as authors
     train_cfg=dict(),
-    test_cfg=dict(mode='whole'))
+    # CAM, auxiliary-CAM and PAR labels scored beside the decoder
+    test_cfg=dict(mode='whole', output_cams=True))
 # some losses start late and FSR parts may be switched off.
 model_wrapper_cfg = dict(
     type='MMDistributedDataParallel', find_unused_parameters=True)
-custom_hooks = [dict(type='FSRTeacherHook', momentum=0.9995, end_momentum=1.0)]

@@ -350,14 +350,16 @@ class GenerateImageLabels(BaseTransform):
     Required Keys:
 
     - gt_seg_map (unless gt_class_labels is present)
+    - num_classes (unless given as an argument; the WSSS data sets add it)
 
     Added Keys:
 
     - gt_class_labels (np.float32, shape (num_classes - 1,))
 
     Args:
-        num_classes (int): Number of classes including background.
-            Defaults to 21 (PASCAL VOC).
+        num_classes (int, optional): Number of classes including background.
+            Defaults to None: the data set's (``results['num_classes']``),
+            so that the class count is set in one place, its class list.
         ignore_index (int): Mask value that is not a class. Defaults to 255.
         background_index (int, optional): Background class id; it gets no
             slot. ``None`` for datasets without background. Defaults to 0.
@@ -367,7 +369,7 @@ class GenerateImageLabels(BaseTransform):
     """
 
     def __init__(self,
-                 num_classes: int = 21,
+                 num_classes: Optional[int] = None,
                  ignore_index: int = 255,
                  background_index: Optional[int] = 0,
                  allow_empty: bool = False) -> None:
@@ -375,7 +377,6 @@ class GenerateImageLabels(BaseTransform):
         self.ignore_index = ignore_index
         self.background_index = background_index
         self.allow_empty = allow_empty
-        self.num_fg = len(foreground_class_ids(num_classes, background_index))
 
     def transform(self, results: dict) -> dict:
         """Add ``gt_class_labels`` to ``results``.
@@ -392,18 +393,24 @@ class GenerateImageLabels(BaseTransform):
         """
         source = results.get('seg_map_path') or results.get(
             'img_path', '<unknown image>')
+        num_classes = self.num_classes or results.get('num_classes')
+        if num_classes is None:
+            raise KeyError('GenerateImageLabels needs num_classes: give it, '
+                           'or use a WSSS data set, which adds it to every '
+                           f'sample (image {results.get("img_path", source)})')
         if 'gt_class_labels' in results:
             labels = np.asarray(
                 results['gt_class_labels'], dtype=np.float32).reshape(-1)
-            if labels.shape[0] != self.num_fg:
+            num_fg = len(
+                foreground_class_ids(num_classes, self.background_index))
+            if labels.shape[0] != num_fg:
                 raise ValueError(
                     f'wrong class count: gt_class_labels of '
                     f'{results.get("img_path", source)} has {labels.shape[0]} '
-                    f'entries but num_classes={self.num_classes} needs '
-                    f'{self.num_fg}')
+                    f'entries but num_classes={num_classes} needs {num_fg}')
         elif 'gt_seg_map' in results:
             labels = class_ids_to_multi_hot(
-                np.unique(results['gt_seg_map']), self.num_classes,
+                np.unique(results['gt_seg_map']), num_classes,
                 self.background_index, self.ignore_index, source=source)
         else:
             raise KeyError('GenerateImageLabels needs `gt_seg_map`: place it '

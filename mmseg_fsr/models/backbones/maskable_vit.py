@@ -8,7 +8,7 @@ from mmseg.models.backbones import VisionTransformer
 from mmseg.registry import MODELS
 from torch import Tensor
 
-from ...utils.vit_checkpoint import check_pretrained
+from .pretrained import check_pretrained
 from ..utils.token_mask import replace_masked_tokens, tokens_to_map
 
 

@@ -62,7 +62,8 @@ class UncertaintyMaskingNeck(BaseModule):
         uncertain_range (tuple[float, float]): ``(beta_l, beta_h)`` with
             ``0 <= beta_l < beta_h <= 1``.
         strategy (str): ``'uncertain'`` (Eq. 4) or ``'random'``.
-        patch_size (int): ViT patch size in pixels.
+        patch_size (int): ViT patch size in pixels; ``FSRSegmentor`` fills
+            it in from its backbone.
         block_size (int): Masking block side in pixels, a positive multiple
             of ``patch_size``.
         random_warmup_ratio (float): For the first

@@ -5,7 +5,7 @@ loader over a whole split whose samples carry image-level labels and
 ground truth, and turns CAMs into label PNGs (optionally CRF-refined).
 """
 import copy
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch.nn as nn
@@ -23,31 +23,9 @@ IGNORE_COLOUR = (224, 224, 192)
 IGNORE_INDEX = 255
 
 
-def cam_eval_pipeline(num_classes: int) -> List[dict]:
-    """Test pipeline that packs image labels and ground truth.
-
-    Image labels come from the mask (or the data set's label file);
-    ``allow_empty`` keeps background-only images in the split.
-
-    Args:
-        num_classes (int): Classes including background.
-
-    Returns:
-        list[dict]: Transform configs.
-    """
-    return [
-        dict(type='LoadImageFromFile'),
-        dict(type='LoadAnnotations'),
-        dict(
-            type='GenerateImageLabels',
-            num_classes=num_classes,
-            allow_empty=True),
-        dict(type='PackWSSSInputs', pack_seg_map=True),
-    ]
-
-
 def split_dataset_cfg(cfg: Config, split: str) -> dict:
-    """Data set config of a whole split, with :func:`cam_eval_pipeline`.
+    """Data set config of a whole split, with the config's test pipeline
+    (image labels and ground truth packed, for CAM labels and scoring).
 
     Args:
         cfg (Config): Model / data config.
@@ -72,7 +50,7 @@ def split_dataset_cfg(cfg: Config, split: str) -> dict:
     else:
         dataset = copy.deepcopy(cfg.test_dataloader.dataset)
         dataset.ann_file = split
-    dataset.pipeline = cam_eval_pipeline(cfg.model.decode_head.num_classes)
+    dataset.pipeline = copy.deepcopy(cfg.test_dataloader.dataset.pipeline)
     return dataset
 
 
@@ -214,7 +192,7 @@ def load_model_and_split(config: str,
     import torch
     from mmseg.registry import DATASETS
 
-    from .config_utils import set_data_root
+    from ..utils.config_utils import set_data_root
 
     cfg = Config.fromfile(config)
     if cfg_options:

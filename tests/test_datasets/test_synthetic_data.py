@@ -12,7 +12,7 @@ from mmengine.registry import init_default_scope
 from mmseg.datasets import PascalVOCDataset
 from PIL import Image
 
-from mmseg_fsr.datasets import generate_synthetic_voc
+from mmseg_fsr.testing import generate_synthetic_voc
 
 REPO = Path(__file__).resolve().parents[2]
 CLASS_IDS = (1, 2, 3, 4)

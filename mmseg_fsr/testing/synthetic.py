@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .transforms.image_labels import save_image_label_file
-from .voc_wsss import pascal_voc_palette
+from ..datasets.transforms.image_labels import save_image_label_file
+from ..datasets.voc_wsss import pascal_voc_palette
 
 VOC_CLASSES = (
     'background', 'aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus',
