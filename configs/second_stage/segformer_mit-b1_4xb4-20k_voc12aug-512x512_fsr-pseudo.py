@@ -3,14 +3,12 @@
 # segformer/segformer_mit-b1_8xb2-160k_ade20k-512x512.py (model, optimizer,
 # warm-up + poly schedule) put on mmseg's VOC aug data and 20k schedule bases
 # (the ADE20K leaf cannot be inherited: its pipelines set
-# reduce_zero_label=True). Training masks are FSR pseudo labels:
-#   1. python tools/export_pseudo_labels.py <FSR config> <FSR checkpoint> \
-#          --split train --out-dir data/VOCdevkit/VOC2012/FSRPseudoLabels
-#   2. python tools/train.py <this config>   (or tools/dist_train.sh ... 4)
-# Validation and testing stay on the real VOC val masks.
+# reduce_zero_label=True). Training masks are FSR pseudo labels
+# (../_base_/datasets/voc12aug_fsr-pseudo.py says how to write them).
+#   python tools/train.py <this config>   (or tools/dist_train.sh ... 4)
 _base_ = [
     'mmseg::_base_/models/segformer_mit-b0.py',
-    'mmseg::_base_/datasets/pascal_voc12_aug.py',
+    '../_base_/datasets/voc12aug_fsr-pseudo.py',
     'mmseg::_base_/default_runtime.py',
     'mmseg::_base_/schedules/schedule_20k.py',
 ]
@@ -49,20 +47,3 @@ param_scheduler = [
         end=max_iters,
         by_epoch=False)
 ]
-
-data_root = 'data/VOCdevkit/VOC2012'
-# Relative to data_root: where step 1 wrote <image name>.png.
-pseudo_label_dir = 'FSRPseudoLabels'
-
-# mmseg's stock recipe concatenates train.txt and its SBD-only aug.txt. Here
-# aug.txt is the whole train_aug list (10,582 images, VOC train included,
-# see docs/dataset_prepare.md), which the FSR config's `--split train`
-# exported, so it is the one training list.
-train_dataloader = dict(
-    dataset=dict(
-        _delete_=True,
-        type='PascalVOCDataset',
-        data_root=data_root,
-        data_prefix=dict(img_path='JPEGImages', seg_map_path=pseudo_label_dir),
-        ann_file='ImageSets/Segmentation/aug.txt',
-        pipeline={{_base_.train_pipeline}}))

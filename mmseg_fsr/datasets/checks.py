@@ -273,6 +273,13 @@ def check_sample(info: dict,
             DataIssue(
                 seg_path, f'mask is {mask.shape[1]}x{mask.shape[0]} px but '
                 f'its image {img_path} is {img.shape[1]}x{img.shape[0]}'))
+    issues.extend(_check_mask_classes(mask, seg_path, info, spec))
+    return issues
+
+
+def _check_mask_classes(mask: np.ndarray, seg_path: str, info: dict,
+                        spec: SampleSpec) -> List[DataIssue]:
+    """Class ids of a decoded mask in range; a foreground class if needed."""
     ids = np.unique(mask).astype(np.int64)
     if spec.reduce_zero_label:
         ids = np.where((ids == 0) | (ids == 255), 255, ids - 1)
@@ -281,26 +288,28 @@ def check_sample(info: dict,
     valid = (ids == spec.ignore_index) | ((ids >= 0) &
                                           (ids < spec.num_classes))
     if not valid.all():
-        issues.append(
+        return [
             DataIssue(
                 seg_path, f'class id(s) {ids[~valid].tolist()} outside '
                 f'0..{spec.num_classes - 1} (ignore {spec.ignore_index}): '
-                'wrong class count, or a colour mask instead of class ids'))
-    elif spec.require_foreground:
-        if 'gt_class_labels' in info:
-            has_fg = bool(np.asarray(info['gt_class_labels']).any())
-        else:
-            has_fg = bool(
-                ((ids != spec.ignore_index)
-                 & (ids != (-1 if spec.background_index is None else
-                            spec.background_index))).any())
-        if not has_fg:
-            issues.append(
-                DataIssue(
-                    seg_path, 'no foreground class; the training pipeline '
-                    '(GenerateImageLabels, allow_empty=False) would stop on '
-                    'this image'))
-    return issues
+                'wrong class count, or a colour mask instead of class ids')
+        ]
+    if not spec.require_foreground:
+        return []
+    if 'gt_class_labels' in info:
+        has_fg = bool(np.asarray(info['gt_class_labels']).any())
+    else:
+        background = -1 if spec.background_index is None else \
+            spec.background_index
+        has_fg = bool(((ids != spec.ignore_index) & (ids != background)).any())
+    if has_fg:
+        return []
+    return [
+        DataIssue(
+            seg_path, 'no foreground class; the training pipeline '
+            '(GenerateImageLabels, allow_empty=False) would stop on this '
+            'image')
+    ]
 
 
 def check_samples(data_list: Sequence[dict],

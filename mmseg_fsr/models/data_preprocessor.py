@@ -1,5 +1,5 @@
 """Data pre-processor that batches two-view WSSS samples."""
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -83,6 +83,12 @@ class WSSSDataPreProcessor(SegDataPreProcessor):
             sample.gt_class_labels = label
         views = torch.stack([inputs, self.random_view(inputs)], dim=1)
         return dict(inputs=views, data_samples=samples)
+
+    def mean_std(self) -> Tuple[Tensor, Tensor]:
+        """The normalisation, (3, 1, 1) each; (0, 1) without one."""
+        if self._enable_normalize:
+            return self.mean, self.std
+        return torch.zeros(3, 1, 1), torch.ones(3, 1, 1)
 
     def random_view(self, inputs: Tensor) -> Tensor:
         """Random resized crop and flip of every image, on the device.

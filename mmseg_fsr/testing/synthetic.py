@@ -149,6 +149,56 @@ def _save_palette_png(label: np.ndarray, path: str,
     png.save(path)
 
 
+def _make_dirs(out_dir: str) -> Dict[str, str]:
+    """The VOC folders under ``out_dir``, created, by short name."""
+    dirs = {
+        key: osp.join(out_dir, sub)
+        for key, sub in (('img', 'JPEGImages'), ('seg', 'SegmentationClass'),
+                         ('aug', 'SegmentationClassAug'),
+                         ('sets', osp.join('ImageSets', 'Segmentation')))
+    }
+    for path in dirs.values():
+        os.makedirs(path, exist_ok=True)
+    return dirs
+
+
+def _write_split(dirs: Dict[str, str], split: str, count: int,
+                 onehot: Dict[str, np.ndarray], seed: int,
+                 size: Tuple[int, int], class_ids: Sequence[int],
+                 max_objects: int, border_width: int,
+                 jpeg_quality: int) -> Dict[str, int]:
+    """Draw and write the images, masks and split lists of one split.
+
+    Adds each image's label vector to ``onehot``; returns images per class.
+    """
+    palette = [v for rgb in pascal_voc_palette() for v in rgb]
+    names = []
+    per_class = {VOC_CLASSES[c]: 0 for c in class_ids}
+    for idx in range(count):
+        name = f'{split}_{idx:05d}'
+        rng = np.random.default_rng([seed, _SPLIT_CODES[split], idx])
+        img, label = _draw_image(rng, *size, class_ids, max_objects,
+                                 border_width)
+        cv2.imwrite(
+            osp.join(dirs['img'], name + '.jpg'), img[..., ::-1],
+            [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
+        for key in ('seg', 'aug'):
+            _save_palette_png(label, osp.join(dirs[key], name + '.png'),
+                              palette)
+        vec = np.zeros(len(VOC_CLASSES) - 1, np.uint8)
+        for c in np.unique(label):
+            if c not in (0, IGNORE_INDEX):
+                vec[c - 1] = 1
+                per_class[VOC_CLASSES[c]] += 1
+        onehot[name] = vec
+        names.append(name)
+    for list_file in (['train.txt', 'aug.txt']
+                      if split == 'train' else ['val.txt']):
+        with open(osp.join(dirs['sets'], list_file), 'w') as f:
+            f.write(''.join(n + '\n' for n in names))
+    return per_class
+
+
 def generate_synthetic_voc(out_dir: str,
                            num_train: int = 200,
                            num_val: int = 50,
@@ -170,11 +220,9 @@ def generate_synthetic_voc(out_dir: str,
             cls_labels_onehot.npz   # {name: uint8 multi-hot over 20 classes}
             summary.json
 
-    Images are named ``train_00000`` / ``val_00000``; each holds 1 to
-    ``max_objects`` objects of distinct classes. Every image depends only on
-    (seed, split, index), so output is reproducible and a larger
-    ``num_train`` extends a smaller one. Existing files are overwritten;
-    stale files from an earlier, larger run are not listed in the splits.
+    Images (``train_00000``, ``val_00000``, ...) hold 1 to ``max_objects``
+    objects of distinct classes and depend only on (seed, split, index): a
+    larger ``num_train`` extends a smaller one. Files are overwritten.
 
     Args:
         out_dir (str): Output folder (created if needed).
@@ -200,67 +248,29 @@ def generate_synthetic_voc(out_dir: str,
         ValueError: On unknown class ids or sizes too small to draw.
     """
     class_ids = [int(c) for c in class_ids]
-    unknown = sorted(set(class_ids) - set(CLASS_STYLES))
-    if unknown or not class_ids or len(set(class_ids)) != len(class_ids):
+    if set(class_ids) - set(CLASS_STYLES) or not class_ids or len(
+            set(class_ids)) != len(class_ids):
         raise ValueError(f'class_ids must be distinct ids from '
                          f'{sorted(CLASS_STYLES)}, got {class_ids}')
     h, w = img_size
     if min(h, w) < 32:
         raise ValueError(f'img_size must be at least 32x32, got {img_size}')
-
-    dirs = {
-        key: osp.join(out_dir, sub)
-        for key, sub in (('img', 'JPEGImages'), ('seg', 'SegmentationClass'),
-                         ('aug', 'SegmentationClassAug'),
-                         ('sets', osp.join('ImageSets', 'Segmentation')))
+    dirs, onehot = _make_dirs(out_dir), {}
+    images_per_class = {
+        split: _write_split(dirs, split, count, onehot, seed, (h, w),
+                            class_ids, max_objects, border_width,
+                            jpeg_quality)
+        for split, count in (('train', num_train), ('val', num_val))
     }
-    for path in dirs.values():
-        os.makedirs(path, exist_ok=True)
-    palette = [v for rgb in pascal_voc_palette() for v in rgb]
-
-    onehot = {}
-    images_per_class = {}
-    for split, count in (('train', num_train), ('val', num_val)):
-        names = []
-        per_class = {VOC_CLASSES[c]: 0 for c in class_ids}
-        for idx in range(count):
-            name = f'{split}_{idx:05d}'
-            rng = np.random.default_rng([seed, _SPLIT_CODES[split], idx])
-            img, label = _draw_image(rng, h, w, class_ids, max_objects,
-                                     border_width)
-            cv2.imwrite(
-                osp.join(dirs['img'], name + '.jpg'), img[..., ::-1],
-                [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
-            for key in ('seg', 'aug'):
-                _save_palette_png(label, osp.join(dirs[key], name + '.png'),
-                                  palette)
-            vec = np.zeros(len(VOC_CLASSES) - 1, np.uint8)
-            for c in np.unique(label):
-                if c not in (0, IGNORE_INDEX):
-                    vec[c - 1] = 1
-                    per_class[VOC_CLASSES[c]] += 1
-            onehot[name] = vec
-            names.append(name)
-        list_files = ['train.txt', 'aug.txt'] if split == 'train' \
-            else ['val.txt']
-        for list_file in list_files:
-            with open(osp.join(dirs['sets'], list_file), 'w') as f:
-                f.write(''.join(n + '\n' for n in names))
-        images_per_class[split] = per_class
-
     # A pickle-free archive (one array per image name), not the pickled
     # dict .npy of the WSSS authors: loading it can never run code.
     label_file = osp.join(out_dir, 'cls_labels_onehot.npz')
     save_image_label_file(label_file, onehot)
     summary = dict(
-        out_dir=out_dir,
-        img_size=[h, w],
-        num_train=num_train,
-        num_val=num_val,
-        class_ids=class_ids,
+        out_dir=out_dir, img_size=[h, w], num_train=num_train,
+        num_val=num_val, class_ids=class_ids,
         class_names=[VOC_CLASSES[c] for c in class_ids],
-        images_per_class=images_per_class,
-        label_file=label_file)
+        images_per_class=images_per_class, label_file=label_file)
     with open(osp.join(out_dir, 'summary.json'), 'w') as f:
         json.dump(summary, f, indent=2)
     return summary

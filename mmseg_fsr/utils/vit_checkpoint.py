@@ -35,40 +35,44 @@ from ..models.backbones.pretrained import (  # noqa: F401 (re-exported)
 
 StateDict = Dict[str, torch.Tensor]
 
-# (pattern, replacement) pairs, applied with ``re.fullmatch``; the first
-# matching rule wins.
-_TIMM_RULES: List[Tuple[str, str]] = [
-    (r'(cls_token|pos_embed)', r'\1'),
-    (r'patch_embed\.proj\.(weight|bias)', r'patch_embed.projection.\1'),
-    (r'norm_pre\.(weight|bias)', r'ln_pre.\1'),
-    (r'blocks\.(\d+)\.norm([12])\.(weight|bias)', r'layers.\1.ln\2.\3'),
-    (r'blocks\.(\d+)\.attn\.qkv\.(weight|bias)',
-     r'layers.\1.attn.attn.in_proj_\2'),
-    (r'blocks\.(\d+)\.attn\.proj\.(weight|bias)',
-     r'layers.\1.attn.attn.out_proj.\2'),
-    (r'blocks\.(\d+)\.mlp\.fc1\.(weight|bias)',
-     r'layers.\1.ffn.layers.0.0.\2'),
-    (r'blocks\.(\d+)\.mlp\.fc2\.(weight|bias)', r'layers.\1.ffn.layers.1.\2'),
-    (r'norm\.(weight|bias)', r'ln1.\1'),
-]
+# The name of every converted tensor in mmseg, timm and mmpretrain; ``{i}``
+# stands for the layer index, ``{p}`` for weight / bias.
+_KEY_NAMES = (
+    ('cls_token', 'cls_token', 'cls_token'),
+    ('pos_embed', 'pos_embed', 'pos_embed'),
+    ('patch_embed.projection.{p}', 'patch_embed.proj.{p}',
+     'patch_embed.projection.{p}'),
+    ('ln_pre.{p}', 'norm_pre.{p}', 'pre_norm.{p}'),
+    ('layers.{i}.ln1.{p}', 'blocks.{i}.norm1.{p}', 'layers.{i}.ln1.{p}'),
+    ('layers.{i}.ln2.{p}', 'blocks.{i}.norm2.{p}', 'layers.{i}.ln2.{p}'),
+    ('layers.{i}.attn.attn.in_proj_{p}', 'blocks.{i}.attn.qkv.{p}',
+     'layers.{i}.attn.qkv.{p}'),
+    ('layers.{i}.attn.attn.out_proj.{p}', 'blocks.{i}.attn.proj.{p}',
+     'layers.{i}.attn.proj.{p}'),
+    ('layers.{i}.ffn.layers.0.0.{p}', 'blocks.{i}.mlp.fc1.{p}',
+     'layers.{i}.ffn.layers.0.0.{p}'),
+    ('layers.{i}.ffn.layers.1.{p}', 'blocks.{i}.mlp.fc2.{p}',
+     'layers.{i}.ffn.layers.1.{p}'),
+    ('ln1.{p}', 'norm.{p}', 'ln1.{p}'),
+)
+
+
+def _rules(column: int) -> List[Tuple[str, str]]:
+    """(pattern, replacement) pairs from source naming ``column`` (1 timm,
+    2 mmpretrain) to mmseg's, for ``re.fullmatch``."""
+    rules = []
+    for names in _KEY_NAMES:
+        pattern = re.escape(names[column]).replace(r'\{i\}', r'(\d+)')
+        pattern = pattern.replace(r'\{p\}', '(weight|bias)')
+        groups = iter(range(1, 3))
+        repl = re.sub(r'\{[ip]\}', lambda _: f'\\{next(groups)}',
+                      names[0])
+        rules.append((pattern, repl))
+    return rules
+
+
 # Classification-only parts; a segmentation backbone has no use for them.
 _TIMM_DROP = r'(head|pre_logits|fc_norm)\..*'
-
-_MMPRETRAIN_RULES: List[Tuple[str, str]] = [
-    (r'(cls_token|pos_embed)', r'\1'),
-    (r'patch_embed\.projection\.(weight|bias)', r'patch_embed.projection.\1'),
-    (r'pre_norm\.(weight|bias)', r'ln_pre.\1'),
-    (r'layers\.(\d+)\.ln([12])\.(weight|bias)', r'layers.\1.ln\2.\3'),
-    (r'layers\.(\d+)\.attn\.qkv\.(weight|bias)',
-     r'layers.\1.attn.attn.in_proj_\2'),
-    (r'layers\.(\d+)\.attn\.proj\.(weight|bias)',
-     r'layers.\1.attn.attn.out_proj.\2'),
-    (r'layers\.(\d+)\.ffn\.layers\.0\.0\.(weight|bias)',
-     r'layers.\1.ffn.layers.0.0.\2'),
-    (r'layers\.(\d+)\.ffn\.layers\.1\.(weight|bias)',
-     r'layers.\1.ffn.layers.1.\2'),
-    (r'ln1\.(weight|bias)', r'ln1.\1'),
-]
 # ``ln2`` of an mmpretrain backbone normalises the pooled feature of the
 # ``avg_featmap`` output type; mmseg's backbone has no such pooling.
 _MMPRETRAIN_DROP = r'ln2\..*'
@@ -191,7 +195,7 @@ def convert_timm_vit(
         OrderedDict[str, Tensor]: Weights under mmseg key names, positional
         embedding not resized.
     """
-    return _rename(state_dict, _TIMM_RULES, _TIMM_DROP)
+    return _rename(state_dict, _rules(1), _TIMM_DROP)
 
 
 def convert_mmpretrain_vit(
@@ -214,7 +218,7 @@ def convert_mmpretrain_vit(
             k[len('backbone.'):]: v
             for k, v in state_dict.items() if k.startswith('backbone.')
         }
-    return _rename(state_dict, _MMPRETRAIN_RULES, _MMPRETRAIN_DROP)
+    return _rename(state_dict, _rules(2), _MMPRETRAIN_DROP)
 
 
 def resize_pos_embed(pos_embed: torch.Tensor,

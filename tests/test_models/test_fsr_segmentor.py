@@ -191,8 +191,8 @@ def test_wrong_class_count_and_empty_label_set():
 def test_crop_not_multiple_of_patch_size():
     model = build().train()
     inputs, samples = two_view_batch([[0]])
-    with pytest.raises(ValueError, match='not a multiple of the backbone '
-                       'patch size 8'):
+    with pytest.raises(ValueError, match='multiple of the backbone patch '
+                       r'size 8, got \(1, 2, 3, 30, 30\)'):
         model.loss(inputs[..., :30, :30], samples)
 
 

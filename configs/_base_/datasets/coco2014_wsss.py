@@ -22,6 +22,7 @@ test_pipeline = [
     dict(type='PackWSSSInputs', pack_seg_map=True),
 ]
 
+
 def coco_split(split: str, ann_file: str, **kwargs) -> dict:
     return dict(
         type='WSSSCOCODataset',

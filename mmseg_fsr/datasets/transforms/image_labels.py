@@ -209,6 +209,30 @@ def _vectors_to_labels(raw: dict, path: str, num_fg: int,
     return labels
 
 
+def _json_to_labels(data: bytes, path: str, num_classes: int,
+                    background_index: Optional[int]) -> Dict[str, np.ndarray]:
+    """``{image name: [class ids]}`` JSON to multi-hot vectors."""
+    try:
+        raw = json.loads(data)
+    except ValueError as err:  # UnicodeDecodeError included
+        raise ValueError(
+            f'image label file {path} is not valid JSON: {err}') from err
+    if not isinstance(raw, dict):
+        raise ValueError(f'image label file {path} must hold a dict '
+                         f'{{image name: [class ids]}}')
+    labels = {}
+    for name, ids in raw.items():
+        if not isinstance(ids, list) or not all(
+                isinstance(i, int) and not isinstance(i, bool) for i in ids):
+            raise ValueError(
+                f'image label file {path}: entry {name!r} must be a list '
+                f'of integer class ids, got {ids!r}')
+        labels[str(name)] = class_ids_to_multi_hot(
+            ids, num_classes, background_index,
+            source=f'image label file {path} (entry {name!r})')
+    return labels
+
+
 def load_image_label_file(path: str,
                           num_classes: int,
                           background_index: Optional[int] = 0,
@@ -262,27 +286,9 @@ def load_image_label_file(path: str,
         raw = _load_npz(fileio.get(path, backend_args=backend_args), path)
         return _vectors_to_labels(raw, path, num_fg, num_classes)
     if suffix == '.json':
-        try:
-            raw = json.loads(
-                fileio.get_text(path, backend_args=backend_args))
-        except (ValueError, UnicodeDecodeError) as err:
-            raise ValueError(
-                f'image label file {path} is not valid JSON: {err}') from err
-        if not isinstance(raw, dict):
-            raise ValueError(f'image label file {path} must hold a dict '
-                             f'{{image name: [class ids]}}')
-        labels = {}
-        for name, ids in raw.items():
-            if not isinstance(ids, list) or not all(
-                    isinstance(i, int) and not isinstance(i, bool)
-                    for i in ids):
-                raise ValueError(
-                    f'image label file {path}: entry {name!r} must be a list '
-                    f'of integer class ids, got {ids!r}')
-            labels[str(name)] = class_ids_to_multi_hot(
-                ids, num_classes, background_index,
-                source=f'image label file {path} (entry {name!r})')
-        return labels
+        return _json_to_labels(
+            fileio.get(path, backend_args=backend_args), path, num_classes,
+            background_index)
     raise ValueError(
         f'image label file {path} must be a .npy, .npz or .json file')
 

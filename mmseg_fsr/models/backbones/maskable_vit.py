@@ -9,7 +9,8 @@ from mmseg.registry import MODELS
 from torch import Tensor
 
 from .pretrained import check_pretrained
-from ..utils.token_mask import replace_masked_tokens, tokens_to_map
+from ..utils.token_mask import (embed_with_cls_token, run_layers,
+                                tokens_to_map)
 
 
 @MODELS.register_module()
@@ -85,35 +86,22 @@ class MaskableViT(VisionTransformer):
             before the final norm, (B', h*w, C), B' = ``full_depth_rows`` or
             B.
         """
-        B = inputs.shape[0]
-        x, hw_shape = self.patch_embed(inputs)
-        if token_mask is not None:
-            x = replace_masked_tokens(x, hw_shape, token_mask,
-                                      self.mask_token)
-
-        x = torch.cat((self.cls_token.expand(B, -1, -1), x), dim=1)
+        x, hw_shape = embed_with_cls_token(self.patch_embed, inputs,
+                                           token_mask, self.mask_token,
+                                           self.cls_token)
         x = self._pos_embeding(x, hw_shape, self.pos_embed)
         if not self.with_cls_token:
             x = x[:, 1:]
         if self.pre_norm:
             x = self.pre_ln(x)
 
-        outs = []
         num_extra = int(self.with_cls_token)
-        if self.out_origin:
-            outs.append(tokens_to_map(x, hw_shape, num_extra))
-        last = len(self.layers) - 1
-        first_out = min(self.out_indices)
-        for i, layer in enumerate(self.layers):
-            if len(x):  # full_depth_rows=0 leaves no image to go on with
-                x = layer(x)  # handles with_cp internally
-            if i == last:
-                tokens, x = x, self.normalize_tokens(x)
-            if i in self.out_indices:
-                outs.append(tokens_to_map(x, hw_shape, num_extra))
-            if i == first_out and full_depth_rows is not None:
-                x = x[:full_depth_rows]
-        return tuple(outs), tokens[:, num_extra:]
+        origin = [tokens_to_map(x, hw_shape, num_extra)
+                  ] if self.out_origin else []
+        outs, tokens = run_layers(self.layers, x, hw_shape, self.out_indices,
+                                  self.normalize_tokens, num_extra,
+                                  full_depth_rows)
+        return tuple(origin + outs), tokens
 
     def normalize_tokens(self, tokens: Tensor) -> Tensor:
         """The final norm of the last layer (identity without one).

@@ -9,7 +9,7 @@ from mmpretrain.models.utils import resize_pos_embed
 from mmseg.registry import MODELS
 from torch import Tensor
 
-from ..utils.token_mask import replace_masked_tokens, tokens_to_map
+from ..utils.token_mask import embed_with_cls_token, run_layers
 
 
 @MODELS.register_module()
@@ -101,12 +101,9 @@ class MMPretrainViTAdapter(VisionTransformer):
             layer's patch tokens before the final norm (B', h*w, C), B' =
             ``full_depth_rows`` or B.
         """
-        batch_size = inputs.shape[0]
-        x, hw_shape = self.patch_embed(inputs)
-        if token_mask is not None:
-            x = replace_masked_tokens(x, hw_shape, token_mask,
-                                      self.mask_token)
-        x = torch.cat((self.cls_token.expand(batch_size, -1, -1), x), dim=1)
+        x, hw_shape = embed_with_cls_token(self.patch_embed, inputs,
+                                           token_mask, self.mask_token,
+                                           self.cls_token)
         x = x + resize_pos_embed(
             self.pos_embed,
             self.patch_resolution,
@@ -115,18 +112,9 @@ class MMPretrainViTAdapter(VisionTransformer):
             num_extra_tokens=self.num_extra_tokens)
         # the layers see the patch tokens only
         x = self.pre_norm(self.drop_after_pos(x[:, self.num_extra_tokens:]))
-        outs = []
-        last = len(self.layers) - 1
-        for i, layer in enumerate(self.layers):
-            if len(x):  # full_depth_rows=0 leaves no image to go on with
-                x = layer(x)
-            if i == last:
-                tokens, x = x, self.normalize_tokens(x)
-            if i in self.out_indices:
-                # mmpretrain's _format_output cannot reshape 0 images
-                outs.append(tokens_to_map(x, hw_shape, 0))
-            if i == self.out_indices[0] and full_depth_rows is not None:
-                x = x[:full_depth_rows]
+        # (mmpretrain's _format_output cannot reshape 0 images)
+        outs, tokens = run_layers(self.layers, x, hw_shape, self.out_indices,
+                                  self.normalize_tokens, 0, full_depth_rows)
         return tuple(outs), tokens
 
     def normalize_tokens(self, tokens: Tensor) -> Tensor:

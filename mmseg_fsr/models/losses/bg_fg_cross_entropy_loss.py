@@ -1,14 +1,15 @@
 """Cross-entropy averaged separately over background and foreground."""
 from typing import Optional
 
-import torch.nn as nn
 import torch.nn.functional as F
 from mmseg.registry import MODELS
 from torch import Tensor
 
+from .named_loss import NamedLoss
+
 
 @MODELS.register_module()
-class BgFgCrossEntropyLoss(nn.Module):
+class BgFgCrossEntropyLoss(NamedLoss):
     """Pixel cross-entropy, background and foreground pixels averaged apart.
 
     Pseudo labels are dominated by background; averaging the two groups
@@ -17,20 +18,15 @@ class BgFgCrossEntropyLoss(nn.Module):
     turning the loss into NaN.
 
     Args:
-        loss_weight (float): Weight of the loss (lambda3). Default: 0.1.
         background_index (int): Label of background. Default: 0.
-        loss_name (str): Key of the loss in the loss dict.
-            Default: 'loss_seg'.
+        loss_weight (float): lambda3 of the paper. Default: 0.1.
+        loss_name (str): Default: 'loss_seg'.
     """
 
-    def __init__(self,
-                 loss_weight: float = 0.1,
-                 background_index: int = 0,
+    def __init__(self, background_index: int = 0, loss_weight: float = 0.1,
                  loss_name: str = 'loss_seg') -> None:
-        super().__init__()
-        self.loss_weight = loss_weight
+        super().__init__(loss_weight, loss_name)
         self.background_index = background_index
-        self._loss_name = loss_name
 
     def forward(self,
                 cls_score: Tensor,
@@ -65,7 +61,3 @@ class BgFgCrossEntropyLoss(nn.Module):
         if not group_means:
             return cls_score.sum() * 0
         return self.loss_weight * sum(group_means) / len(group_means)
-
-    @property
-    def loss_name(self) -> str:
-        return self._loss_name

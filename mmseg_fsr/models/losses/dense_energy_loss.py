@@ -2,10 +2,11 @@
 from typing import Optional, Sequence, Union
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from mmseg.registry import MODELS
 from torch import Tensor
+
+from .named_loss import NamedLoss
 
 from ..utils.permutohedral import bilateral_filter
 
@@ -34,7 +35,7 @@ class _GatedEnergy(torch.autograd.Function):
 
 
 @MODELS.register_module()
-class DenseEnergyLoss(nn.Module):
+class DenseEnergyLoss(NamedLoss):
     """Dense CRF (bilateral) energy of the softmax segmentation.
 
     The regulariser of the FSR authors' training step (their
@@ -98,15 +99,13 @@ class DenseEnergyLoss(nn.Module):
                  ignore_index: int = 255,
                  exact_gradient: bool = False,
                  loss_name: str = 'loss_reg') -> None:
-        super().__init__()
+        super().__init__(loss_weight, loss_name)
         self.sigma_rgb = sigma_rgb
         self.sigma_xy = sigma_xy
         self.scale_factor = scale_factor
         self.energy_weight = energy_weight
-        self.loss_weight = loss_weight
         self.ignore_index = ignore_index
         self.exact_gradient = exact_gradient
-        self._loss_name = loss_name
 
     def forward(self,
                 inputs: Tensor,
@@ -147,20 +146,8 @@ class DenseEnergyLoss(nn.Module):
                 std, dtype=torch.float32, device=inputs.device)
             images = (inputs.float() * std.reshape(1, 3, 1, 1) +
                       mean.reshape(1, 3, 1, 1))
-            probs = F.softmax(seg_logits.float(), dim=1)
-            if roi is None:
-                roi = probs.new_ones(probs[:, 0].shape)
-
-            images = self._downscale(images)
-            probs = self._downscale(
-                probs, mode='bilinear', align_corners=False)
-            roi = self._downscale(roi[:, None].float())
-            label = self._downscale(seg_label[:, None].float())
-            # Negative only outside a binary ROI, where S * ROI is 0 anyway;
-            # the clamp is the authors' and matters for a fractional ROI.
-            gate = roi - probs.amax(dim=1, keepdim=True)
-            gate = gate.masked_fill(label == self.ignore_index, 1)
-            gate = gate.clamp(min=0)
+            images, probs, roi, gate = self._downscaled(
+                images, F.softmax(seg_logits.float(), dim=1), roi, seg_label)
             sigma_xy = self.sigma_xy * self.scale_factor
             if self.exact_gradient:
                 masked = probs * roi
@@ -174,6 +161,23 @@ class DenseEnergyLoss(nn.Module):
                 energy = _GatedEnergy.apply(probs, roi, gated)
         return self.loss_weight * self.energy_weight * energy
 
+    def _downscaled(self, images: Tensor, probs: Tensor,
+                    roi: Optional[Tensor], seg_label: Tensor):
+        """Image, probabilities, ROI (all ones by default) and the Gate
+        (``ROI - max prob``, 1 on unlabelled pixels, clamped at 0), all at
+        ``scale_factor``; (B, 3 / K / 1 / 1, h, w)."""
+        if roi is None:
+            roi = probs.new_ones(probs[:, 0].shape)
+        images = self._downscale(images)
+        probs = self._downscale(probs, mode='bilinear', align_corners=False)
+        roi = self._downscale(roi[:, None].float())
+        label = self._downscale(seg_label[:, None].float())
+        # Negative only outside a binary ROI, where S * ROI is 0 anyway;
+        # the clamp is the authors' and matters for a fractional ROI.
+        gate = roi - probs.amax(dim=1, keepdim=True)
+        gate = gate.masked_fill(label == self.ignore_index, 1).clamp(min=0)
+        return images, probs, roi, gate
+
     def _downscale(self, x: Tensor, **kwargs) -> Tensor:
         """``F.interpolate`` by ``scale_factor`` as the authors call it."""
         return F.interpolate(
@@ -181,7 +185,3 @@ class DenseEnergyLoss(nn.Module):
             scale_factor=self.scale_factor,
             recompute_scale_factor=True,
             **kwargs)
-
-    @property
-    def loss_name(self) -> str:
-        return self._loss_name

@@ -1,13 +1,15 @@
 """Self-distillation losses of FSR: L_c (Eq. 9) and L_u (Eq. 8)."""
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from mmengine import dist
 from mmseg.registry import MODELS
 from torch import Tensor
 
+from ..utils.arguments import check_unit_interval
+from .named_loss import NamedLoss
 
-class DINOCenteringLoss(nn.Module):
+
+class DINOCenteringLoss(NamedLoss):
     """Shared DINO machinery: teacher centering, sharpening, temperatures.
 
     The running ``center`` is a buffer, so it is saved in checkpoints. It is
@@ -37,26 +39,16 @@ class DINOCenteringLoss(nn.Module):
                  center_momentum: float = 0.9,
                  loss_weight: float = 0.1,
                  loss_name: str = 'loss_fsr') -> None:
-        super().__init__()
-        if not 0 <= center_momentum <= 1:
-            raise ValueError('center_momentum must be in [0, 1], got '
-                             f'{center_momentum}')
-        if not 0 <= teacher_temp_warmup_ratio <= 1:
-            raise ValueError('teacher_temp_warmup_ratio must be in [0, 1], '
-                             f'got {teacher_temp_warmup_ratio}')
+        super().__init__(loss_weight, loss_name)
+        check_unit_interval(
+            center_momentum=center_momentum,
+            teacher_temp_warmup_ratio=teacher_temp_warmup_ratio)
         self.student_temp = student_temp
         self.teacher_temp = teacher_temp
         self.warmup_teacher_temp = warmup_teacher_temp
         self.teacher_temp_warmup_ratio = teacher_temp_warmup_ratio
         self.center_momentum = center_momentum
-        self.loss_weight = loss_weight
-        self._loss_name = loss_name
         self.register_buffer('center', torch.zeros(1, out_channels))
-
-    @property
-    def loss_name(self) -> str:
-        """Key of the loss in the loss dict (mmseg convention)."""
-        return self._loss_name
 
     def teacher_temperature(self, cur_iter: int, max_iters: int) -> float:
         """Teacher temperature at 0-based iteration ``cur_iter``.

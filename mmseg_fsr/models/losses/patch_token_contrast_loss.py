@@ -1,13 +1,14 @@
 """Patch token contrast (PTC) loss of ToCo, the affinity loss of FSR."""
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from mmseg.registry import MODELS
 from torch import Tensor
 
+from .named_loss import NamedLoss
+
 
 @MODELS.register_module()
-class PatchTokenContrastLoss(nn.Module):
+class PatchTokenContrastLoss(NamedLoss):
     """Pull same-label token pairs together, push different-label pairs apart.
 
     The absolute cosine similarity of every token pair is driven to 1 for
@@ -15,20 +16,18 @@ class PatchTokenContrastLoss(nn.Module):
     labels; pairs touching an ignored token and self-pairs are skipped.
 
     Args:
-        loss_weight (float): Weight of the loss (lambda2). Default: 0.2.
-        ignore_index (int): Pseudo label that is skipped. Default: 255.
-        loss_name (str): Key of the loss in the loss dict.
-            Default: 'loss_aff'.
+        ignore_index (int): Token label that takes no part in any pair.
+            Default: 255.
+        loss_weight (float): lambda2 of the paper. Default: 0.2.
+        loss_name (str): Default: 'loss_aff'.
     """
 
     def __init__(self,
-                 loss_weight: float = 0.2,
                  ignore_index: int = 255,
+                 loss_weight: float = 0.2,
                  loss_name: str = 'loss_aff') -> None:
-        super().__init__()
-        self.loss_weight = loss_weight
+        super().__init__(loss_weight=loss_weight, loss_name=loss_name)
         self.ignore_index = ignore_index
-        self._loss_name = loss_name
 
     def forward(self, tokens: Tensor, token_labels: Tensor) -> Tensor:
         """Compute the loss.
@@ -57,7 +56,3 @@ class PatchTokenContrastLoss(nn.Module):
         pos_term = 1 - (positive * similarity).sum() / (positive.sum() + 1)
         neg_term = (negative * similarity).sum() / (negative.sum() + 1)
         return self.loss_weight * 0.5 * (pos_term + neg_term)
-
-    @property
-    def loss_name(self) -> str:
-        return self._loss_name

@@ -8,6 +8,8 @@ from mmengine.model import BaseModule
 from mmseg.registry import MODELS
 from torch import Tensor
 
+from ..utils.arguments import check_unit_interval
+
 
 def select_uncertain_tokens(scores: Tensor, noise: Tensor, beta_l: float,
                             beta_h: float, k: int) -> Tensor:
@@ -107,10 +109,11 @@ class UncertaintyMaskingNeck(BaseModule):
             raise ValueError(
                 'uncertain_range thresholds out of order: need '
                 f'0 <= beta_l < beta_h <= 1, got {uncertain_range}')
-        for name, value, allowed in (
-            ('strategy', strategy, self.STRATEGIES),
-            ('block_score', block_score, self.BLOCK_SCORES),
-            ('num_masked_rounding', num_masked_rounding, self.ROUNDINGS)):
+        choices = (('strategy', strategy, self.STRATEGIES),
+                   ('block_score', block_score, self.BLOCK_SCORES),
+                   ('num_masked_rounding', num_masked_rounding,
+                    self.ROUNDINGS))
+        for name, value, allowed in choices:
             if value not in allowed:
                 raise ValueError(f'Unknown {name} {value!r}; expected one of '
                                  f'{allowed}')
@@ -119,9 +122,7 @@ class UncertaintyMaskingNeck(BaseModule):
         if block_size <= 0 or block_size % patch_size:
             raise ValueError('block_size must be a positive multiple of '
                              f'patch_size={patch_size}, got {block_size}')
-        if not 0 <= random_warmup_ratio <= 1:
-            raise ValueError('random_warmup_ratio must be in [0, 1], got '
-                             f'{random_warmup_ratio}')
+        check_unit_interval(random_warmup_ratio=random_warmup_ratio)
         self.mask_ratio = mask_ratio
         self.beta_l, self.beta_h = float(beta_l), float(beta_h)
         self.strategy = strategy

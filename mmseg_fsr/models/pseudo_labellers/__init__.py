@@ -1,3 +1,3 @@
-from .cam_pseudo_labeller import CAMPseudoLabeller, stops_early, to_8bit_rgb
+from .cam_pseudo_labeller import CAMPseudoLabeller, to_8bit_rgb
 
-__all__ = ['CAMPseudoLabeller', 'stops_early', 'to_8bit_rgb']
+__all__ = ['CAMPseudoLabeller', 'to_8bit_rgb']

@@ -1,5 +1,4 @@
 """CAM pseudo labels: the multi-scale CAM pass, thresholds and PAR."""
-import inspect
 from typing import Optional, Sequence, Tuple
 
 import torch
@@ -11,16 +10,10 @@ from mmseg.models.utils import resize
 from mmseg.registry import MODELS
 from torch import Tensor
 
+from ..backbones.fsr_backbone_api import stops_early
 from ..utils import (PixelAdaptiveRefiner, cams_to_labels,
-                     cams_to_pseudo_labels, flip_fused_cam, min_max_normalize,
-                     refine_pseudo_labels)
-
-
-def stops_early(backbone: nn.Module) -> bool:
-    """Whether the backbone's ``forward`` takes ``full_depth_rows``, so
-    images whose final CAM nobody reads can skip the last layers."""
-    return 'full_depth_rows' in inspect.signature(
-        backbone.forward).parameters
+                     cams_to_pseudo_labels, check_unit_interval,
+                     flip_fused_cam, min_max_normalize, refine_pseudo_labels)
 
 
 def to_8bit_rgb(images: Tensor, mean: Tensor, std: Tensor) -> Tensor:
@@ -76,10 +69,8 @@ class CAMPseudoLabeller(BaseModule):
                  par_down_scale: int = 2,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg)
-        for name, thr in (('low_thr', low_thr), ('high_thr', high_thr),
-                          ('eval_bg_thr', eval_bg_thr)):
-            if not 0 <= thr <= 1:
-                raise ValueError(f'{name} must be in [0, 1], got {thr}')
+        check_unit_interval(
+            low_thr=low_thr, high_thr=high_thr, eval_bg_thr=eval_bg_thr)
         if not low_thr < high_thr:
             raise ValueError('CAM thresholds out of order: need 0 <= low_thr '
                              f'< high_thr <= 1, got low_thr={low_thr}, '

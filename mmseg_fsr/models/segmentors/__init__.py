@@ -1,2 +1,5 @@
-from .fsr_segmentor import FSRSegmentor  # noqa: F401
-from .crf_tta_model import CRFSegTTAModel  # noqa: F401
+from .crf_tta_model import CRFSegTTAModel
+from .fsr_segmentor import FSRSegmentor
+from .wsss_segmentor import WSSSSegmentor
+
+__all__ = ['CRFSegTTAModel', 'FSRSegmentor', 'WSSSSegmentor']

@@ -1,3 +1,4 @@
+from .arguments import check_unit_interval
 from .cam import (cams_to_labels, cams_to_pseudo_labels, flip_fused_cam,
                   min_max_normalize)
 from .ema_teacher import EMATeacher
@@ -11,5 +12,6 @@ __all__ = [
     'cams_to_labels', 'cams_to_pseudo_labels', 'flip_fused_cam',
     'min_max_normalize', 'PixelAdaptiveRefiner', 'refine_pseudo_labels',
     'PermutohedralLattice', 'bilateral_filter', 'EMATeacher',
-    'stack_image_labels', 'iteration_of', 'ViewFeatures', 'split_views'
+    'stack_image_labels', 'iteration_of', 'ViewFeatures', 'split_views',
+    'check_unit_interval'
 ]

@@ -1,0 +1,165 @@
+"""Single-stage WSSS from image-level labels: the ToCo parts FSR builds on."""
+from typing import Dict, Optional, Tuple
+
+from mmengine.structures import PixelData
+from mmseg.models.segmentors import EncoderDecoder
+from mmseg.models.utils import resize
+from mmseg.registry import MODELS
+from mmseg.structures import SegDataSample
+from mmseg.utils import (ConfigType, OptConfigType, OptMultiConfig,
+                         OptSampleList, SampleList, add_prefix)
+from torch import Tensor
+
+from ..pseudo_labellers import to_8bit_rgb
+from ..utils import ViewFeatures, iteration_of, stack_image_labels
+
+
+class WSSSSegmentor(EncoderDecoder):
+    """Classification, CAM pseudo labels, decoder and affinity losses.
+
+    The single-stage machinery of ToCo that ``FSRSegmentor`` extends (and
+    whose ``loss`` composes the steps): CAM classifiers, the pseudo
+    labeller, the decoder trained on PAR pseudo labels (plus the dense
+    energy term), the patch token contrast, losses that start late, and
+    inference with CAM label maps.
+
+    Args:
+        backbone, decode_head (dict): As ``EncoderDecoder``; the decoder's
+            ``num_classes`` counts background.
+        cam_head (dict): ``CAMHead``; ``num_classes`` is derived.
+        pseudo_labeller (dict): ``CAMPseudoLabeller``.
+        affinity_loss, energy_loss (dict, optional): Patch token contrast;
+            the dense energy regulariser (from the decoder's start).
+        loss_start_iters (dict, optional): First iteration (int) or fraction
+            of the run (float) of each loss in ``loss_stages``.
+        stochastic_targets (bool): CAM passes in train mode (drop path on),
+            as the authors' code; False: eval mode.
+        train_cfg, test_cfg, data_preprocessor, pretrained, init_cfg: As
+            ``EncoderDecoder``; ``test_cfg.output_cams`` adds CAM labels;
+            the pre-processor is a ``WSSSDataPreProcessor``.
+    """
+
+    loss_stages: Tuple[str, ...] = ('seg', 'aff')
+
+    def __init__(self,
+                 backbone: ConfigType,
+                 decode_head: ConfigType,
+                 cam_head: ConfigType,
+                 pseudo_labeller: ConfigType = dict(type='CAMPseudoLabeller'),
+                 affinity_loss: OptConfigType = dict(
+                     type='PatchTokenContrastLoss', loss_weight=0.2),
+                 energy_loss: OptConfigType = None,
+                 loss_start_iters: OptConfigType = None,
+                 stochastic_targets: bool = True,
+                 train_cfg: OptConfigType = None,
+                 test_cfg: OptConfigType = None,
+                 data_preprocessor: OptConfigType = None,
+                 pretrained: Optional[str] = None,
+                 init_cfg: OptMultiConfig = None) -> None:
+        super().__init__(backbone=backbone, decode_head=decode_head,
+                         train_cfg=train_cfg, test_cfg=test_cfg,
+                         data_preprocessor=data_preprocessor,
+                         pretrained=pretrained, init_cfg=init_cfg)
+        self.cam_head = MODELS.build(
+            dict(dict(num_classes=self.num_classes - 1), **cam_head))
+        if self.cam_head.num_classes != self.num_classes - 1:
+            raise ValueError(
+                'wrong class count: cam_head.num_classes must be '
+                f'decode_head.num_classes - 1 = {self.num_classes - 1}, got '
+                f'{self.cam_head.num_classes}')
+        self.data_preprocessor.num_classes = self.num_classes
+        self.pseudo_labeller = MODELS.build(pseudo_labeller)
+        self.affinity_loss = MODELS.build(
+            affinity_loss) if affinity_loss else None
+        self.energy_loss = MODELS.build(energy_loss) if energy_loss else None
+        unknown = set(loss_start_iters or {}) - set(self.loss_stages)
+        if unknown:
+            raise ValueError(f'unknown loss_start_iters keys {unknown}, '
+                             f'expected a subset of {self.loss_stages}')
+        self.loss_start_iters = dict(
+            dict.fromkeys(self.loss_stages, 0), **(loss_start_iters or {}))
+        self.stochastic_targets = stochastic_targets
+        self.set_training_progress(0, 1)
+
+    def set_training_progress(self, cur_iter: int, max_iters: int) -> None:
+        """Where training stands (``FSRTeacherHook`` sets it every iter).
+
+        Raises:
+            ValueError: If a loss would start after the last iteration.
+        """
+        self.cur_iter, self.max_iters = cur_iter, max_iters
+        self.loss_starts = {k: iteration_of(v, max_iters)
+                            for k, v in self.loss_start_iters.items()}
+        late = {k: v for k, v in self.loss_starts.items() if v > max_iters}
+        if late and max_iters > 1:
+            raise ValueError(f'loss_start_iters {late} lie past max_iters='
+                             f'{max_iters}: those losses would never start')
+
+    def _views(self, inputs: Tensor) -> Tuple[Tensor, Tensor]:
+        patch = getattr(self.backbone, 'patch_size', 1)
+        if inputs.dim() != 5 or inputs.shape[1] != 2 or \
+                inputs.shape[-2] % patch or inputs.shape[-1] % patch:
+            raise ValueError(
+                f'{type(self).__name__} trains on two views (B, 2, 3, H, W) '
+                '(WSSSDataPreProcessor) with a crop size that is a multiple '
+                f'of the backbone patch size {patch}, got '
+                f'{tuple(inputs.shape)}')
+        return inputs[:, 0], inputs[:, 1]
+
+    def _started_losses(self) -> Dict[str, bool]:
+        on = {k: self.cur_iter >= v for k, v in self.loss_starts.items()}
+        on['aff'] &= self.affinity_loss is not None
+        return on
+
+    def _decoder_losses(self, images: Tensor, student: ViewFeatures,
+                        cams: Tensor, labels: Tensor,
+                        data_samples: SampleList) -> Dict[str, Tensor]:
+        """Decoder (and energy) losses against PAR-refined pseudo labels."""
+        mean, std = self.data_preprocessor.mean_std()
+        pseudo = self.pseudo_labeller.pseudo_labels(
+            to_8bit_rgb(images, mean, std), cams, labels)
+        for label, sample in zip(pseudo, data_samples):
+            height, width = sample.metainfo.get('img_shape', label.shape)[:2]
+            label[height:] = label[:, width:] = (  # batch padding
+                self.pseudo_labeller.ignore_index)
+        seg_logits = self.decode_head(student.maps)
+        losses = add_prefix(
+            self.decode_head.loss_by_feat(seg_logits, [
+                SegDataSample(gt_sem_seg=PixelData(data=p[None]))
+                for p in pseudo
+            ]), 'decode')
+        if self.energy_loss is not None:
+            losses[self.energy_loss.loss_name] = self.energy_loss(
+                images, resize(seg_logits, images.shape[-2:], mode='bilinear',
+                               align_corners=self.align_corners), pseudo,
+                mean, std)
+        return losses
+
+    def _affinity_loss(self, student: ViewFeatures, aux_cams: Tensor,
+                       labels: Tensor) -> Dict[str, Tensor]:
+        token_labels = self.pseudo_labeller.token_labels(
+            aux_cams[:len(student.final)], labels, student.final.shape[-2:])
+        return {self.affinity_loss.loss_name:
+                self.affinity_loss(student.final, token_labels)}
+
+    def predict(self,
+                inputs: Tensor,
+                data_samples: OptSampleList = None) -> SampleList:
+        """Decoder segmentation, plus (``test_cfg.output_cams``) the CAM
+        label maps of ``CAMPseudoLabeller.add_predictions``."""
+        results = super().predict(inputs, data_samples)
+        if self.test_cfg.get('output_cams', False):
+            labels = stack_image_labels(results, self.num_classes,
+                                        allow_empty=True)
+            self.pseudo_labeller.add_predictions(
+                self.backbone, self.cam_head, inputs, results, labels,
+                *self.data_preprocessor.mean_std())
+        return results
+
+    def _forward(self,
+                 inputs: Tensor,
+                 data_samples: OptSampleList = None) -> Tensor:
+        """Decoder logits of view 1 (tensor mode), (B, K, h, w)."""
+        if inputs.dim() == 5:
+            inputs = inputs[:, 0]
+        return super()._forward(inputs, data_samples)
