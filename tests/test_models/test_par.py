@@ -3,8 +3,10 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mmseg_fsr.models.utils.par import (PixelAdaptiveRefiner,
+                                        present_classes,
                                         refine_pseudo_labels)
 
 IGN = 255
@@ -192,3 +194,102 @@ def test_refine_pseudo_labels_image_without_classes_is_background(
         torch.rand(1, 3, 8, 8), cams, torch.zeros(1, 3), 0.7, 0.25,
         ignore_index=ignore_index)
     assert torch.equal(labels, torch.zeros(1, 8, 8, dtype=torch.long))
+
+
+# ----------------------------------------- only the image's own classes
+def _all_channel_reference(refiner, images, cams, img_labels, high_thr,
+                           low_thr, ignore_index=255, down_scale=2):
+    """The former implementation: every class refined, absent ones set to
+    probability 0 (PAR's output for them stays 0)."""
+    b, _, h, w = images.shape
+    small = (h // down_scale, w // down_scale)
+    images = F.interpolate(images.float(), size=small, mode='bilinear',
+                           align_corners=False)
+    cams = F.interpolate(cams.float(), size=small, mode='bilinear',
+                         align_corners=False)
+    present = torch.cat([img_labels.new_ones(b, 1), img_labels], dim=1) > 0
+    scores = torch.cat([
+        torch.cat([cams.new_full((b, 1, *small), bg), cams], dim=1)
+        .masked_fill(~present[:, :, None, None], float('-inf')).softmax(1)
+        for bg in (high_thr, low_thr)
+    ])
+    refined = F.interpolate(refiner(images.repeat(2, 1, 1, 1), scores),
+                            size=(h, w), mode='bilinear', align_corners=False)
+    refined = refined.masked_fill(~present.repeat(2, 1)[:, :, None, None], -1)
+    high, low = refined.argmax(dim=1).chunk(2)
+    labels = high.clone()
+    labels[high == 0] = ignore_index
+    labels[(high == 0) & (low == 0)] = 0
+    return labels
+
+
+@pytest.mark.parametrize('seed', range(4))
+def test_refining_present_classes_only_gives_the_same_labels(seed):
+    g = torch.Generator().manual_seed(seed)
+    num_classes = 20
+    img_labels = torch.zeros(3, num_classes)
+    for i, count in enumerate((1, 3, 0)):  # different counts, one empty
+        img_labels[i, torch.randperm(num_classes, generator=g)[:count]] = 1
+    images = torch.rand(3, 3, 48, 40, generator=g)
+    cams = F.interpolate(torch.rand(3, num_classes, 6, 5, generator=g),
+                         size=(48, 40), mode='bilinear', align_corners=False)
+    refiner = PixelAdaptiveRefiner(dilations=(1, 2, 4), num_iter=5)
+    ours = refine_pseudo_labels(refiner, images, cams, img_labels, 0.7, 0.25)
+    reference = _all_channel_reference(refiner, images, cams, img_labels,
+                                       0.7, 0.25)
+    assert torch.equal(ours, reference)
+    assert (ours != IGN).any() and (ours > 0).any() and (ours == 0).any()
+
+
+def test_present_classes_pads_to_the_batch_maximum():
+    labels = torch.tensor([[0., 1, 0, 1], [0, 0, 0, 0], [1, 1, 1, 0]])
+    classes, valid = present_classes(labels)
+    assert classes.tolist() == [[1, 3, 0], [0, 0, 0], [0, 1, 2]]
+    assert valid.tolist() == [[True, True, False], [False] * 3, [True] * 3]
+
+
+PEAK_MEMORY_SCRIPT = '''
+import importlib.util, sys
+import torch
+
+
+def status(key):
+    with open('/proc/self/status') as f:
+        return int(next(l for l in f if l.startswith(key)).split()[1])
+
+
+spec = importlib.util.spec_from_file_location('par', sys.argv[1])
+par = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(par)
+num_classes = int(sys.argv[2])
+torch.manual_seed(0)
+images = torch.rand(2, 3, 224, 224)
+cams = torch.rand(2, num_classes, 224, 224)
+labels = torch.zeros(2, num_classes)
+labels[:, [3, 7]] = 1
+refiner = par.PixelAdaptiveRefiner()
+before = status('VmRSS:')
+with open('/proc/self/clear_refs', 'w') as f:
+    f.write('5')  # reset the peak (VmHWM), inherited across exec
+par.refine_pseudo_labels(refiner, images, cams, labels, 0.7, 0.25)
+print(status('VmHWM:') - before)
+'''
+
+
+def test_refinement_memory_does_not_grow_with_the_class_count():
+    """Peak memory of the refinement (resident-set growth over the inputs,
+    one fresh process each, Linux) at 81 classes (COCO) within 1.5x of 21
+    (VOC); refining every class took 526 / 1775 MB here, this 180 / 180."""
+    import subprocess
+    import sys
+
+    import mmseg_fsr.models.utils.par as par_module
+    peaks = {}
+    for num_classes in (21, 81):
+        out = subprocess.run(
+            [sys.executable, '-c', PEAK_MEMORY_SCRIPT, par_module.__file__,
+             str(num_classes)],
+            capture_output=True, text=True, check=True)
+        peaks[num_classes] = int(out.stdout.split()[-1])
+    assert peaks[21] > 0
+    assert peaks[81] <= 1.5 * peaks[21], peaks

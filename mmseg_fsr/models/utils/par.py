@@ -141,24 +141,50 @@ def refine_pseudo_labels(refiner: PixelAdaptiveRefiner,
     small = (h // down_scale, w // down_scale)
     images = F.interpolate(
         images.float(), size=small, mode='bilinear', align_corners=False)
+    classes, valid = present_classes(img_labels)
+    # Only each image's own classes are refined (PAR is linear per channel,
+    # so the others would stay 0): the work does not grow with C.
     cams = F.interpolate(
-        cams.float(), size=small, mode='bilinear', align_corners=False)
-    present = torch.cat([img_labels.new_ones(b, 1), img_labels], dim=1) > 0
-    scores = []
-    for bg_score in (high_thr, low_thr):
-        with_bg = torch.cat([cams.new_full((b, 1, *small), bg_score), cams],
-                            dim=1)
-        # Absent classes get probability 0; PAR is linear per channel, so
-        # this equals refining only the image's own classes.
-        scores.append(
-            with_bg.masked_fill(~present[:, :, None, None],
-                                float('-inf')).softmax(dim=1))
-    refined = refiner(images.repeat(2, 1, 1, 1), torch.cat(scores))
+        cams.float().gather(1, classes[:, :, None, None].expand(
+            -1, -1, *cams.shape[-2:])),
+        size=small, mode='bilinear', align_corners=False)
+    # background first, then the classes; padding gets probability 0
+    valid = torch.cat([valid.new_ones(b, 1), valid], dim=1)
+    scores = torch.cat([
+        torch.cat([cams.new_full((b, 1, *small), bg_score), cams],
+                  dim=1).masked_fill(~valid[:, :, None, None],
+                                     float('-inf')).softmax(dim=1)
+        for bg_score in (high_thr, low_thr)
+    ])
+    refined = refiner(images.repeat(2, 1, 1, 1), scores)
     refined = F.interpolate(
         refined, size=(h, w), mode='bilinear', align_corners=False)
-    refined = refined.masked_fill(~present.repeat(2, 1)[:, :, None, None], -1)
-    labels_high, labels_low = refined.argmax(dim=1).chunk(2)
-    labels = labels_high.clone()
+    refined = refined.masked_fill(~valid.repeat(2, 1)[:, :, None, None], -1)
+    best = refined.argmax(dim=1)  # 0 background, i: the i-th present class
+    labels_high, labels_low = best.chunk(2)
+    labels = torch.cat([classes.new_zeros(b, 1), classes + 1], dim=1).gather(
+        1, labels_high.flatten(1)).view(b, h, w)
     labels[labels_high == 0] = ignore_index
     labels[(labels_high == 0) & (labels_low == 0)] = 0
     return labels
+
+
+def present_classes(img_labels: Tensor):
+    """The foreground classes of each image, padded to a common count.
+
+    Args:
+        img_labels (Tensor): Multi-hot labels, shape (B, C).
+
+    Returns:
+        tuple[Tensor, Tensor]: Class indices (B, K), ascending per image and
+        padded with class 0, and whether each entry is real (B, K); K is the
+        largest class count of the batch (at least 1).
+    """
+    num_classes = img_labels.shape[1]
+    index = torch.arange(num_classes, device=img_labels.device)
+    # present classes sort first, in class order
+    keys = torch.where(img_labels > 0, index, index + num_classes)
+    order = keys.sort(dim=1).values
+    k = max(int((img_labels > 0).sum(1).max()), 1)
+    valid = order[:, :k] < num_classes
+    return torch.where(valid, order[:, :k], 0), valid
