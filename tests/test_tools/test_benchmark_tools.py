@@ -1,25 +1,22 @@
-"""tools/analysis_tools: reference-loop emulation and benchmark smoke runs.
+"""tools/analysis_tools: benchmark smoke runs.
 
 Only behaviour is checked here (work done, outputs written); no timing is
 asserted, speed figures come from running the scripts (docs/benchmark.md).
 """
 import importlib.util
 import json
+import os
 import os.path as osp
 
 import pytest
 import torch
-from mmseg.registry import MODELS
-from mmseg.structures import SegDataSample
 
-import mmseg_fsr.models.segmentors.fsr_segmentor as fsr_module
-from mmseg_fsr.testing import CPU_CONFIG, tiny_fsr_model_cfg
+from mmseg_fsr.testing import CPU_CONFIG
 from benchmark_utils import ema_foreach_vs_loop
 
 TOOLS = osp.join(
     osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'tools',
     'analysis_tools')
-CROP = 32
 
 
 def load_tool(name):
@@ -30,103 +27,50 @@ def load_tool(name):
     return module
 
 
-# no Runner iteration info: every warm-up counts as finished
-pytestmark = pytest.mark.usefixtures('outside_runner')
-
-
-def build():
-    model = MODELS.build(tiny_fsr_model_cfg(CROP))
-    model.init_weights()
-    return model.train()
-
-
-def two_view_batch(num_images=2):
-    g = torch.Generator().manual_seed(0)
-    inputs = torch.randn(num_images, 2, 3, CROP, CROP, generator=g)
-    samples = []
-    for i in range(num_images):
-        sample = SegDataSample(metainfo=dict(img_path=f'img{i}.jpg'))
-        sample.gt_class_labels = torch.zeros(20)
-        sample.gt_class_labels[i] = 1
-        samples.append(sample)
-    return inputs, samples
-
-
-def record_calls(monkeypatch, owner, name, calls):
-    original = getattr(owner, name)
-
-    def wrapper(*args, **kwargs):
-        calls.append((name, args))
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(owner, name, wrapper)
-
-
-def test_reference_loop_does_the_reference_work(monkeypatch):
-    reference_loop = load_tool('reference_loop')
-    model = build()
-    cams, pars = [], []
-    record_calls(monkeypatch, model, 'multi_scale_cams', cams)
-    record_calls(monkeypatch, fsr_module, 'refine_pseudo_labels', pars)
-    record_calls(monkeypatch, reference_loop, 'refine_pseudo_labels', pars)
-    inputs, samples = two_view_batch()
-
-    losses = reference_loop.reference_loss(model, inputs, samples)
-
-    # three CAM passes of B images (view 2, view 1, view 2 again) and PAR
-    # for both views, where FSRSegmentor.loss does one pass and one PAR
-    assert [args[0].shape[0] for _, args in cams] == [2, 2, 2]
-    assert torch.equal(cams[0][1][0], inputs[:, 1])
-    assert torch.equal(cams[1][1][0], inputs[:, 0])
-    assert len(pars) == 2
-    torch.manual_seed(0)
-    assert set(losses) == set(model.loss(inputs, samples))
-    assert all(torch.isfinite(v).all() for v in losses.values())
-    model.parse_losses(losses)[0].backward()
-    assert model.backbone.patch_embed.projection.weight.grad is not None
-    assert all(p.grad is None for p in model.teacher.parameters())
-
-
-def test_reference_update_teacher_equals_foreach_update():
-    reference_loop = load_tool('reference_loop')
-    model = build()
-    with torch.no_grad():
-        for p in model.backbone.parameters():
-            p.add_(torch.randn_like(p))
-    copy = build()
-    copy.load_state_dict(model.state_dict())
-
-    reference_loop.reference_update_teacher(model, 0.9)
-    copy.update_teacher(0.9)
-
-    for (name, p), q in zip(model.teacher.named_parameters(),
-                            copy.teacher.parameters()):
-        torch.testing.assert_close(p, q, msg=name)
-
-
 def test_ema_micro_benchmark_reports_both_variants():
     result = ema_foreach_vs_loop(num_params=200_000, rounds=1)
     assert result['foreach_s'] > 0 and result['loop_s'] > 0
     assert result['num_tensors'] > 100  # ViT-B's tensor list, repeated
 
 
-def test_benchmark_fsr_loop_smoke(tmp_path):
-    out = tmp_path / 'loop.json'
-    result = load_tool('benchmark_fsr_loop').main([
-        '--embed-dims', '32', '--num-heads', '2', '--num-layers', '3',
-        '--crop', str(CROP), '--rounds', '1', '--warmup', '0', '--extra',
-        'ours_ms_cp', '--json', str(out), '--cfg-options',
-        'model.pseudo_label_cfg.par.num_iter=2'
-    ])
-    assert json.loads(out.read_text())['ratios'] == result['ratios']
-    names = {'reference', 'ours_ms', 'ours_ss', 'fsr_off', 'ours_ms_cp'}
-    assert set(result['seconds_per_iter']) == names
-    assert [r['ratio'] for r in result['ratios']][:3] == [
-        'ours_ms/reference', 'ours_ss/reference', 'ours_ms/fsr_off'
+def loop_benchmark_args(tmp_path, *extra):
+    return [
+        '--embed-dims', '32', '--num-heads', '2', '--num-layers', '4',
+        '--crop', '96', '--rounds', '1', '--warmup', '0', '--json',
+        str(tmp_path / 'loop.json'), *extra
     ]
+
+
+def test_benchmark_fsr_loop_smoke(tmp_path):
+    result = load_tool('benchmark_fsr_loop').main(
+        loop_benchmark_args(tmp_path, '--extra', 'ours_ms_cp'))
+
+    assert json.loads((tmp_path / 'loop.json').read_text())[
+        'ratios'] == result['ratios']
+    assert result['config']['energy']  # on without the authors' code
+    assert set(result['seconds_per_iter']) == {
+        'ours_ms', 'ours_ss', 'fsr_off', 'ours_ms_cp', 'energy_ours'}
+    assert [r['ratio'] for r in result['ratios']] == [
+        'ours_ms/fsr_off', 'ours_ms_cp/ours_ms',
+        'energy loss share of ours_ms']
     saved = result['saved_activations_mib']
     assert 0 < saved['ours_ms_cp'] < saved['ours_ms']
     assert saved['fsr_off'] < saved['ours_ms']
+
+
+@pytest.mark.skipif(
+    not os.environ.get('FSR_REFERENCE_DIR'),
+    reason="FSR_REFERENCE_DIR (a checkout of the authors' code) not set")
+def test_benchmark_fsr_loop_times_the_authors_loop(tmp_path):
+    result = load_tool('benchmark_fsr_loop').main(
+        loop_benchmark_args(tmp_path, '--reference-dir',
+                            os.environ['FSR_REFERENCE_DIR']))
+
+    assert {'authors', 'ours_ms', 'ours_ss', 'fsr_off'} <= set(
+        result['seconds_per_iter'])
+    assert [r['ratio'] for r in result['ratios']][:3] == [
+        'ours_ms/authors', 'ours_ss/authors', 'ours_ms/fsr_off']
+    assert result['saved_activations_mib']['authors'] > 0
 
 
 def train_overrides():

@@ -1,30 +1,39 @@
-"""Time FSR training iterations against the reference loop, interleaved.
+"""Time FSR training iterations against the authors' loop, interleaved.
 
-Variants, each a full iteration (forward, backward, optimiser step, EMA
-teacher update), all at the same weights and on the same input batch:
+Variants, each a full training iteration (forward, backward, optimiser
+step, EMA teacher update) at identical sizes and on the same batch:
 
-- ``reference``: the reference script's work (``reference_loop.py``: three
-  multi-scale CAM passes, PAR for both views, per-parameter EMA loop);
-- ``ours_ms``: ``FSRSegmentor.loss`` with ``mask_cam_source='multi_scale'``;
+- ``authors`` (with ``--reference-dir``): the iteration of the authors'
+  ``train_voc.py`` with their modules, imported at run time from a local
+  checkout of their code (``reference_code.AuthorsLoop``);
+- ``ours_ms``: ``FSRSegmentor.loss`` of the paper config
+  (``mask_cam_source='multi_scale'``, the authors' token mask);
 - ``ours_ss``: the same with ``mask_cam_source='single_scale'``;
-- ``fsr_off``: the baseline without FSR (``uncertain_loss=None,
-  certain_loss=None``);
-- optional (``--extra``): ``ours_ms_bf16`` (CPU/GPU autocast bf16 forward),
-  ``ours_ms_fp16`` and ``ours_ms_cp`` (``backbone.with_cp=True``).
+- ``fsr_off``: the same without FSR (``uncertain_loss=None,
+  certain_loss=None``): the ToCo-style baseline;
+- optional (``--extra``): ``ours_ms_bf16`` (autocast bf16 forward) and
+  ``ours_ms_cp`` (``backbone.with_cp=True``).
 
-Variants run round-robin in one process (order rotated every round). A
-ratio is the median over rounds of the per-round time ratio, which drops
-the rounds a burst of load on a shared machine hit; the ratio of the
-per-variant minimums is printed as a cross-check. The
-model is the quick-start config scaled by the command-line sizes (default
-ViT with 192 channels, 6 layers, 112x112 crops of 8x8 patches, batch 2: a
-196-token grid with a token/width ratio like ViT-B/16 at 448), with the
-paper's PAR and a DINO head scaled with the width.
+The model is the paper config with the ViT scaled by the command line
+(default 192 channels x 12 layers, 3 heads, patch 16, 224 px crops, batch
+2), its LargeFOV decoder (512 channels), DINO head (2048/256/4096), two
+aggregation blocks and PAR as in the paper; the authors' network is built
+at the same sizes. Both sides stand at the same point of a 20k run
+(``--progress``), where every loss is on. The dense energy loss runs on
+both sides when the authors' compiled bilateral filter (rloss) is
+importable, else on neither (``--energy`` overrides); its own forward and
+backward are timed too and reported as a share of an iteration.
+
+Variants run round-robin in one process, the order rotated every round. A
+ratio is the median over rounds of the per-round time ratio (robust to
+bursts of load on a shared machine); the ratio of the per-variant minimums
+is printed as a cross-check.
 
 Example::
 
-    python tools/analysis_tools/benchmark_fsr_loop.py --rounds 12 \
-        --extra ours_ms_bf16 ours_ms_cp --ema --json work_dirs/loop.json
+    python tools/analysis_tools/benchmark_fsr_loop.py \\
+        --reference-dir ../feature-self-reinforcement --rounds 8 \\
+        --json work_dirs/loop.json
 """
 import argparse
 import copy
@@ -36,47 +45,58 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
-# (numerator, denominator, target) of the ratios the issue sets.
-TARGETS = [('ours_ms', 'reference', 0.8), ('ours_ss', 'reference', 0.6),
-           ('ours_ms', 'fsr_off', 2.2)]
-EXTRAS = ('ours_ms_bf16', 'ours_ms_fp16', 'ours_ms_cp')
+HERE = osp.dirname(osp.abspath(__file__))
+PAPER_CONFIG = osp.join(
+    osp.dirname(osp.dirname(HERE)),
+    'configs/fsr/fsr_vit-b16_4xb2-20k_voc12aug-448x448.py')
+# (numerator, denominator, target) of the time ratios to meet
+TARGETS = [('ours_ms', 'authors', 0.60), ('ours_ss', 'authors', 0.50),
+           ('ours_ms', 'fsr_off', 1.35)]
+EXTRAS = ('ours_ms_bf16', 'ours_ms_cp')
+PATCH_SIZE = 16  # the authors' ViT
 
 
-def _import_plugin():
-    """Make ``mmseg_fsr`` and the sibling ``reference_loop`` importable."""
-    here = osp.dirname(osp.abspath(__file__))
-    sys.path.insert(0, here)
+def _import_plugin() -> None:
+    """Make ``mmseg_fsr`` and the sibling helper modules importable."""
+    sys.path.insert(0, HERE)
     try:
         import mmseg_fsr  # noqa: F401
     except ImportError:
-        sys.path.insert(0, osp.dirname(osp.dirname(here)))
+        sys.path.insert(0, osp.dirname(osp.dirname(HERE)))
         import mmseg_fsr  # noqa: F401
 
 
-def parse_args(argv=None):
+def parse_args(argv=None) -> argparse.Namespace:
     from mmengine.config import DictAction
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        '--config', help='base config (default: the CPU quick-start one)')
+        '--reference-dir',
+        help="a checkout of the authors' code to time their loop too")
+    parser.add_argument('--config', default=PAPER_CONFIG,
+                        help='config to scale (default: the paper one)')
     parser.add_argument('--embed-dims', type=int, default=192)
-    parser.add_argument('--num-layers', type=int, default=6)
+    parser.add_argument('--num-layers', type=int, default=12)
     parser.add_argument('--num-heads', type=int, default=3)
-    parser.add_argument('--patch-size', type=int, default=8)
-    parser.add_argument('--crop', type=int, default=112)
+    parser.add_argument('--crop', type=int, default=224)
     parser.add_argument('--batch-size', type=int, default=2)
-    parser.add_argument('--rounds', type=int, default=10,
+    parser.add_argument(
+        '--progress', type=int, nargs=2, default=(5000, 20000),
+        metavar=('ITER', 'MAX_ITERS'),
+        help='where both sides stand in their run (default: every loss on)')
+    parser.add_argument(
+        '--energy', choices=('auto', 'on', 'off'), default='auto',
+        help='dense energy loss: auto = on both sides when the authors\' '
+        'extension is importable (always, without --reference-dir)')
+    parser.add_argument('--rounds', type=int, default=8,
                         help='recorded rounds (one iteration per variant)')
-    parser.add_argument('--warmup', type=int, default=2,
+    parser.add_argument('--warmup', type=int, default=1,
                         help='rounds run before recording')
     parser.add_argument('--extra', nargs='*', default=[], choices=EXTRAS,
                         help='more variants to interleave')
     parser.add_argument('--ema', action='store_true',
                         help='also time the EMA update, foreach vs loop, on '
                         'a ViT-B-sized tensor list')
-    parser.add_argument('--breakdown', action='store_true',
-                        help='also time the parts: one multi-scale CAM '
-                        'pass of B and 2B images, PAR of B images')
     parser.add_argument('--profile', action='store_true',
                         help='print the top operators (torch.profiler) of '
                         'one iteration of every variant')
@@ -88,69 +108,71 @@ def parse_args(argv=None):
     parser.add_argument('--json', help='write the results here')
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
-        help='overrides merged into the scaled config (e.g. '
-        'model.pseudo_label_cfg.par.num_iter=5)')
-    return parser.parse_args(argv)
+        help='overrides merged into the scaled config of every ours_* '
+        'variant (e.g. model.stochastic_targets=False)')
+    args = parser.parse_args(argv)
+    if args.device != 'cpu' and args.reference_dir:
+        parser.error("--reference-dir times the authors' loop on CPU only")
+    return args
 
 
-def scaled_config(args):
-    """The base config with the model scaled to the requested sizes."""
+def mask_block_size(crop: int) -> int:
+    """The authors' 64-px mask blocks, or 32 px when 64 does not divide
+    the crop (their mask generator needs whole blocks)."""
+    return 32 if crop % 64 else 64
+
+
+def scaled_config(args: argparse.Namespace, energy: bool):
+    """The config with its ViT scaled to the requested sizes."""
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
 
-    from mmseg_fsr.testing import CPU_CONFIG
-
     init_default_scope('mmseg')
-    cfg = Config.fromfile(args.config or CPU_CONFIG)
-    dims, patch = args.embed_dims, args.patch_size
-    # Paper proportions: aux CAM on layer -3, decoder 2/3 of the width
-    # (512 for 768), projector hidden 8/3 (2048), bottleneck 1/3 (256),
-    # K = 16/3 of the width (4096).
-    projector_dims = dims * 16 // 3
+    cfg = Config.fromfile(args.config)
+    dims, layers = args.embed_dims, args.num_layers
     cfg.merge_from_dict({
         'model.backbone.img_size': (args.crop, args.crop),
-        'model.backbone.patch_size': patch,
+        'model.backbone.patch_size': PATCH_SIZE,
         'model.backbone.embed_dims': dims,
-        'model.backbone.num_layers': args.num_layers,
+        'model.backbone.num_layers': layers,
         'model.backbone.num_heads': args.num_heads,
-        'model.backbone.out_indices': (args.num_layers - 3,
-                                       args.num_layers - 1),
+        'model.backbone.out_indices': (layers - 3, layers - 1),
+        'model.backbone.init_cfg': None,
         'model.cam_head.in_channels': dims,
         'model.decode_head.in_channels': dims,
-        'model.decode_head.channels': dims * 2 // 3,
-        'model.mask_neck.patch_size': patch,
-        'model.mask_neck.block_size': patch,
+        'model.mask_neck.block_size': mask_block_size(args.crop),
         'model.aggregation_head.in_channels': dims,
         'model.aggregation_head.num_heads': args.num_heads,
         'model.aggregation_head.projector.in_channels': dims,
-        'model.aggregation_head.projector.hidden_channels': dims * 8 // 3,
-        'model.aggregation_head.projector.bottleneck_channels': dims // 3,
-        'model.aggregation_head.projector.out_channels': projector_dims,
-        'model.uncertain_loss.out_channels': projector_dims,
-        'model.certain_loss.out_channels': projector_dims,
-        'model.pseudo_label_cfg.par': dict(
-            dilations=(1, 2, 4, 8, 12, 24), num_iter=10),
     })
+    if not energy:
+        cfg.model.energy_loss = None
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     return cfg
 
 
-def make_batch(num_classes: int, args):
-    """A fixed two-view batch with 1-3 image classes per sample."""
+def make_batch(num_classes: int, args: argparse.Namespace):
+    """Fixed views (B, 2, 3, S, S) and 1-3 image classes per sample.
+
+    Returns:
+        tuple: The views, the data samples and the (B, C - 1) multi-hot
+        labels.
+    """
     from mmseg.structures import SegDataSample
 
     g = torch.Generator().manual_seed(args.seed)
     inputs = torch.randn(args.batch_size, 2, 3, args.crop, args.crop,
                          generator=g)
+    labels = torch.zeros(args.batch_size, num_classes - 1)
     samples = []
     for i in range(args.batch_size):
+        present = torch.randperm(num_classes - 1, generator=g)[:1 + i % 3]
+        labels[i, present] = 1
         sample = SegDataSample(metainfo=dict(img_path=f'random_{i}'))
-        present = torch.randperm(num_classes, generator=g)[:1 + i % 3]
-        sample.gt_class_labels = torch.zeros(num_classes)
-        sample.gt_class_labels[present] = 1
+        sample.gt_class_labels = labels[i]
         samples.append(sample)
-    return inputs, samples
+    return inputs, samples, labels
 
 
 @dataclass
@@ -158,24 +180,25 @@ class Variant:
     """One benchmarked training iteration.
 
     Attributes:
-        model (FSRSegmentor): Its own copy of the weights.
+        model (nn.Module): Whose parameters are excluded from the saved
+            activations.
         loss (callable): The forward pass, returns the loss dict.
-        amp (str, optional): 'bf16' / 'fp16' autocast of the forward.
         step (callable): Forward, backward, optimiser step, EMA.
+        amp (str, optional): 'bf16' autocast of the forward.
     """
     model: torch.nn.Module
     loss: Callable[[], Dict]
-    amp: Optional[str]
     step: Callable[[], None]
+    amp: Optional[str] = None
 
 
-def build_variants(cfg, args, device) -> Tuple[Dict[str, Variant], tuple]:
-    """Models, optimisers and step functions of every variant."""
+def build_ours(cfg, args: argparse.Namespace, batch: tuple,
+               device: torch.device) -> Dict[str, Variant]:
+    """``FSRSegmentor`` variants, same initial weights."""
     from mmengine.config import Config
     from mmengine.optim import build_optim_wrapper
     from mmseg.registry import MODELS
 
-    import reference_loop
     from benchmark_utils import autocast
 
     torch.manual_seed(args.seed)
@@ -187,52 +210,113 @@ def build_variants(cfg, args, device) -> Tuple[Dict[str, Variant], tuple]:
         model_cfg.merge_from_dict(
             {f'model.{k}': v for k, v in overrides.items()})
         model = MODELS.build(model_cfg.model)
-        # same weights; FSR-off simply has no teacher / aggregation head
+        # same weights; FSR off simply has no teacher / aggregation head
         model.load_state_dict(base.state_dict(), strict=False)
         return model
 
     models = dict(
-        reference=copy.deepcopy(base),
-        ours_ms=copy.deepcopy(base),
+        ours_ms=base,
         ours_ss=build(mask_cam_source='single_scale'),
         fsr_off=build(uncertain_loss=None, certain_loss=None))
     for name in args.extra:
-        models[name] = (
-            build(**{'backbone.with_cp': True})
-            if name == 'ours_ms_cp' else copy.deepcopy(base))
+        models[name] = (build(**{'backbone.with_cp': True})
+                        if name == 'ours_ms_cp' else copy.deepcopy(base))
+    inputs, samples = batch[0].to(device), [s.to(device) for s in batch[1]]
 
-    inputs, samples = make_batch(base.cam_head.num_classes, args)
-    inputs = inputs.to(device)
-    samples = [s.to(device) for s in samples]
-    momentum = 0.9995
-
-    def make_variant(name: str, model: torch.nn.Module) -> Variant:
+    def variant(name: str, model: torch.nn.Module) -> Variant:
         model.to(device).train()
+        model.set_training_progress(*args.progress)
         wrapper = build_optim_wrapper(model, copy.deepcopy(cfg.optim_wrapper))
-        amp = {'ours_ms_bf16': 'bf16', 'ours_ms_fp16': 'fp16'}.get(name)
-        if name == 'reference':
-            def loss() -> Dict:
-                return reference_loop.reference_loss(model, inputs, samples)
+        amp = 'bf16' if name == 'ours_ms_bf16' else None
 
-            ema = reference_loop.reference_update_teacher
-        else:
-            def loss() -> Dict:
-                return model.loss(inputs, samples)
-
-            ema = type(model).update_teacher if model.with_fsr else None
+        def loss() -> Dict:
+            return model.loss(inputs, samples)
 
         def step() -> None:
             with autocast(device, amp):
                 losses = loss()
-            parsed, _ = model.parse_losses(losses)
-            wrapper.update_params(parsed)
-            if ema is not None:
-                ema(model, momentum)
+            wrapper.update_params(model.parse_losses(losses)[0])
+            if model.with_fsr:
+                model.update_teacher(0.9995)
 
-        return Variant(model, loss, amp, step)
+        return Variant(model, loss, step, amp)
 
-    variants = {name: make_variant(name, m) for name, m in models.items()}
-    return variants, (inputs, samples)
+    return {name: variant(name, model) for name, model in models.items()}
+
+
+def build_authors(R, args: argparse.Namespace, cfg,
+                  batch: tuple) -> Variant:
+    """The authors' loop (modules ``R``) at the sizes of ``cfg``."""
+    from reference_code import (AuthorsLoop, build_reference_network,
+                                cuda_calls_stay_on_cpu)
+
+    projector = cfg.model.aggregation_head.projector
+    torch.manual_seed(args.seed)
+    student, teacher = [
+        build_reference_network(
+            R, args.crop, args.embed_dims, args.num_layers, args.num_heads,
+            projector.out_channels, projector.hidden_channels,
+            projector.bottleneck_channels, cfg.model.decode_head.num_classes,
+            cfg.model.backbone.drop_path_rate) for _ in range(2)
+    ]
+    teacher.load_state_dict(student.state_dict())
+    for p in teacher.parameters():
+        p.requires_grad = False
+    student.train()
+    loop = AuthorsLoop(R, student, teacher, args.crop, args.progress[1],
+                       projector.out_channels, mask_block_size(args.crop))
+    inputs, _, labels = batch
+    views = [inputs[:, 0], inputs[:, 1]]
+
+    def loss() -> Dict:
+        with cuda_calls_stay_on_cpu():
+            return loop.losses(views, labels, args.progress[0])[0]
+
+    return Variant(student, loss,
+                   lambda: loop.step(views, labels, args.progress[0]))
+
+
+def energy_parts(R, model, batch: tuple) -> Dict[str, Callable[[], None]]:
+    """Forward + backward of the dense energy loss alone, each side, on
+    (B, K, S, S) decoder logits and pseudo labels of the batch's size."""
+    from reference_code import (cuda_calls_stay_on_cpu, energy_loss_available,
+                                reference_energy_loss)
+
+    images = batch[0][:, 0]
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(len(images), model.num_classes, *images.shape[-2:],
+                         generator=g, requires_grad=True)
+    labels = torch.randint(0, model.num_classes, logits[:, 0].shape,
+                           generator=g)
+    labels[:, :8] = 255  # an ignore band, as PAR leaves
+    mean, std = model.data_preprocessor.mean_std()
+
+    def ours() -> None:
+        model.energy_loss(images, logits, labels, mean, std).backward()
+
+    def authors() -> None:
+        with cuda_calls_stay_on_cpu():
+            reference_energy_loss(R, images, logits, labels.float()).backward()
+
+    parts = dict(energy_ours=ours)
+    if R is not None and energy_loss_available(R):
+        parts['energy_authors'] = authors
+    return parts
+
+
+def use_energy(args: argparse.Namespace) -> Tuple[bool, Optional[object]]:
+    """Whether the energy loss runs, and the authors' modules (or None)."""
+    R = None
+    if args.reference_dir:
+        from reference_code import energy_loss_available, load_reference
+        R = load_reference(args.reference_dir)
+        if args.energy == 'on' and not energy_loss_available(R):
+            raise RuntimeError(
+                "--energy on: the authors' bilateral-filter extension "
+                "(rloss' bilateralfilter) is not importable")
+        if args.energy == 'auto':
+            return energy_loss_available(R), R
+    return args.energy != 'off', R
 
 
 def activation_memory(variants: Dict[str, Variant],
@@ -250,28 +334,6 @@ def activation_memory(variants: Dict[str, Variant],
     return result
 
 
-def breakdown(model, inputs, samples, device, rounds) -> Dict[str, float]:
-    """Median seconds of the CAM pass (view 1; view 1 + the auxiliary CAM
-    of view 2) and of PAR."""
-    from mmseg_fsr.models.utils import refine_pseudo_labels
-    from benchmark_utils import interleaved_timings, median
-
-    view1, view2 = inputs[:, 0], inputs[:, 1]
-    cams, _ = model.multi_scale_cams(view1)
-    labels = model._image_labels(samples)
-    cfg = model.pseudo_label_cfg
-    parts = {
-        'cam_pass_B': lambda: model.multi_scale_cams(view1),
-        'cam_pass_B_aux_B': lambda: model.multi_scale_cams(
-            torch.cat([view1, view2]), len(view1)),
-        'par_B': lambda: refine_pseudo_labels(
-            model.refiner, view1, cams, labels, cfg['high_thr'],
-            cfg['low_thr'], cfg['ignore_index'], cfg['par_down_scale']),
-    }
-    times = interleaved_timings(parts, rounds, 1, device)
-    return {k: median(v) for k, v in times.items()}
-
-
 def profile(variants: Dict[str, Variant], row_limit: int = 12) -> None:
     """Print the top operators of one iteration of every variant."""
     from torch.profiler import ProfilerActivity
@@ -285,88 +347,94 @@ def profile(variants: Dict[str, Variant], row_limit: int = 12) -> None:
             sort_by='self_cpu_time_total', row_limit=row_limit))
 
 
-def main(argv=None) -> Dict:
-    args = parse_args(argv)
-    _import_plugin()
+def ratios(times: Dict[str, List[float]], names: List[str],
+           extra: List[str]) -> List[Dict]:
+    """The target ratios whose variants ran, then each extra / ours_ms."""
+    from benchmark_utils import paired_ratio
 
-    from benchmark_utils import (ema_foreach_vs_loop,
-                                           interleaved_timings, median,
-                                           paired_ratio, use_quiet_logger)
-
-    use_quiet_logger('benchmark_fsr_loop')
-
-    device = torch.device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    cfg = scaled_config(args)
-    variants, (inputs, samples) = build_variants(cfg, args, device)
-    print(f'device {device}, torch threads {torch.get_num_threads()}, '
-          f'batch {args.batch_size} x 2 views of {args.crop}x{args.crop}, '
-          f'ViT {args.embed_dims}d x {args.num_layers} layers, '
-          f'patch {args.patch_size}')
-    if args.profile:
-        profile(variants)
-
-    times = interleaved_timings({k: v.step for k, v in variants.items()},
-                                args.rounds, args.warmup, device)
-    result: Dict = dict(
-        config=dict(vars(args), device=str(device)),
-        torch_threads=torch.get_num_threads(),
-        seconds_per_iter={k: median(v) for k, v in times.items()},
-        all_seconds=times)
-    result['images_per_s'] = {
-        k: args.batch_size / v
-        for k, v in result['seconds_per_iter'].items()
-    }
-    result['saved_activations_mib'] = activation_memory(variants, device)
-    med = result['seconds_per_iter']
-
-    def ratio(num: str, den: str, **extra) -> Dict:
-        # paired: robust to load bursts; of minimums: a cross-check
+    def ratio(num: str, den: str) -> Dict:
         return dict(ratio=f'{num}/{den}',
                     value=paired_ratio(times[num], times[den]),
-                    ratio_of_min=min(times[num]) / min(times[den]),
-                    **extra)
+                    ratio_of_min=min(times[num]) / min(times[den]))
 
-    ratios: List[Dict] = []
+    rows = []
     for num, den, target in TARGETS:
-        r = ratio(num, den, target=target)
-        ratios.append(dict(r, met=r['value'] <= target))
-    for name in args.extra:
-        ratios.append(ratio(name, 'ours_ms'))
-    if 'ours_ms_cp' in args.extra:
-        mem = result['saved_activations_mib']
-        ratios.append(dict(ratio='saved activations ours_ms_cp/ours_ms',
-                           value=mem['ours_ms_cp'] / mem['ours_ms']))
-    result['ratios'] = ratios
-    if args.breakdown:
-        result['breakdown_s'] = breakdown(variants['ours_ms'].model, inputs,
-                                          samples, device, args.rounds)
-    if args.ema:
-        result['ema_vit_b'] = ema_foreach_vs_loop(device=device)
+        if num in names and den in names:
+            row = ratio(num, den)
+            rows.append(dict(row, target=target,
+                             met=row['value'] <= target))
+    rows += [ratio(name, 'ours_ms') for name in extra]
+    for side, variant in (('ours', 'ours_ms'), ('authors', 'authors')):
+        part = f'energy_{side}'
+        if part in times and variant in times:
+            rows.append(dict(ratio(part, variant),
+                             ratio=f'energy loss share of {variant}'))
+    return rows
 
-    print(f'{"variant":<14}{"s/iter":>10}{"img/s":>9}{"saved MiB":>11}')
-    for name in variants:
-        print(f'{name:<14}{med[name]:>10.3f}'
-              f'{result["images_per_s"][name]:>9.2f}'
-              f'{result["saved_activations_mib"][name]:>11.1f}')
+
+def report(result: Dict, args: argparse.Namespace) -> None:
+    """Print the table of variants and the ratios."""
+    med, mem = result['seconds_per_iter'], result['saved_activations_mib']
+    print(f'{"variant":<16}{"s/iter":>9}{"img/s":>8}{"saved MiB":>11}')
+    for name in mem:
+        print(f'{name:<16}{med[name]:>9.3f}'
+              f'{args.batch_size / med[name]:>8.2f}{mem[name]:>11.1f}')
+    for name in set(med) - set(mem):
+        print(f'{name:<16}{med[name]:>9.3f}')
     print('ratios: median of per-round ratios [ratio of minimums]')
-    for r in ratios:
-        of_min = (f' [{r["ratio_of_min"]:.3f}]'
-                  if 'ratio_of_min' in r else '')
+    for r in result['ratios']:
         target = (f'  (target <= {r["target"]}: '
                   f'{"met" if r["met"] else "MISSED"})' if 'target' in r
                   else '')
-        print(f'{r["ratio"]:<40}{r["value"]:.3f}{of_min}{target}')
-    for key, value in result.get('breakdown_s', {}).items():
-        print(f'{key:<18}{value:.3f} s')
-    if args.ema:
+        print(f'{r["ratio"]:<36}{r["value"]:.3f} '
+              f'[{r["ratio_of_min"]:.3f}]{target}')
+    if 'ema_vit_b' in result:
         ema = result['ema_vit_b']
         print(f'EMA over {ema["num_tensors"]} tensors / '
               f'{ema["num_params"] / 1e6:.1f}M params: foreach '
               f'{ema["foreach_s"] * 1e3:.1f} ms, loop '
               f'{ema["loop_s"] * 1e3:.1f} ms '
               f'({ema["loop_s"] / ema["foreach_s"]:.2f}x)')
+
+
+def main(argv=None) -> Dict:
+    args = parse_args(argv)
+    _import_plugin()
+    from benchmark_utils import (ema_foreach_vs_loop, interleaved_timings,
+                                 median, use_quiet_logger)
+
+    use_quiet_logger('benchmark_fsr_loop')
+    device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    energy, R = use_energy(args)
+    cfg = scaled_config(args, energy)
+    batch = make_batch(cfg.model.decode_head.num_classes, args)
+    variants = build_ours(cfg, args, batch, device)
+    if args.reference_dir:
+        variants = dict(authors=build_authors(R, args, cfg, batch),
+                        **variants)
+    print(f'device {device}, torch threads {torch.get_num_threads()}, '
+          f'batch {args.batch_size} x 2 views of {args.crop}x{args.crop}, '
+          f'ViT {args.embed_dims}d x {args.num_layers} layers, patch '
+          f'{PATCH_SIZE}, iteration {args.progress[0]} of '
+          f'{args.progress[1]}, energy loss {"on" if energy else "off"}')
+    if args.profile:
+        profile(variants)
+    steps = {name: v.step for name, v in variants.items()}
+    if energy:
+        steps.update(energy_parts(R, variants['ours_ms'].model, batch))
+    times = interleaved_timings(steps, args.rounds, args.warmup, device)
+    result: Dict = dict(
+        config=dict(vars(args), device=str(device), energy=energy),
+        torch_threads=torch.get_num_threads(),
+        seconds_per_iter={k: median(v) for k, v in times.items()},
+        all_seconds=times,
+        saved_activations_mib=activation_memory(variants, device),
+        ratios=ratios(times, list(variants), args.extra))
+    if args.ema:
+        result['ema_vit_b'] = ema_foreach_vs_loop(device=device)
+    report(result, args)
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(result, f, indent=1)

@@ -14,10 +14,11 @@ import sys
 import types
 from contextlib import contextmanager
 from types import SimpleNamespace
-from typing import Iterator
+from typing import Iterator, List, Optional
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 #: The authors' modules the tools use, by attribute name.
 REFERENCE_MODULES = dict(
@@ -177,6 +178,188 @@ def reference_energy_settings(ref_dir: str,
             return tuple(kwargs[k] for k in ('weight', 'sigma_rgb',
                                              'sigma_xy', 'scale_factor'))
     raise ValueError(f'no DenseEnergyLoss(...) call in {script}')
+
+
+def build_reference_network(R: SimpleNamespace,
+                            crop: int,
+                            embed_dims: int,
+                            num_layers: int,
+                            num_heads: int,
+                            out_dim: int,
+                            hidden_dim: int = 2048,
+                            bottleneck_dim: int = 256,
+                            num_classes: int = 21,
+                            drop_path: float = 0.1) -> nn.Module:
+    """The authors' ``WSSSNetwork`` (as their ``build_model``), any size.
+
+    Patch 16, two class-attention blocks, auxiliary CAM on layer -3,
+    LargeFOV decoder and DINO head, randomly initialised.
+    """
+    import warnings
+    from functools import partial
+    encoder = R.vit.VisionTransformer(
+        img_size=crop, patch_size=16, embed_dim=embed_dims, depth=num_layers,
+        num_heads=num_heads, mlp_ratio=4, qkv_bias=True,
+        norm_layer=partial(nn.LayerNorm, eps=1e-6), cls_depth=2,
+        aux_layer=-3, drop_path_rate=drop_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # their legacy weight_norm
+        projector = R.projector.DINOHead(
+            embed_dims, out_dim, hidden_dim=hidden_dim,
+            bottleneck_dim=bottleneck_dim)
+    return R.network.WSSSNetwork(
+        encoder, R.decoder.LargeFOV(embed_dims, num_classes), projector,
+        num_classes=num_classes)
+
+
+class AuthorsLoop:
+    """One iteration of the authors' ``train_voc.py``, with their modules.
+
+    Their order and their work per iteration: the multi-scale auxiliary CAM
+    of view 2 for the token mask, the student on both views (view 2
+    masked), the teacher on both, multi-scale CAMs and PAR pseudo labels of
+    *both* views (view 2's are unused, as in their loop), the
+    segmentation, dense energy (when rloss' extension is importable),
+    affinity and FSR losses; :meth:`step` adds their AdamW with their four
+    parameter groups and their per-parameter EMA loop. Their data loading,
+    logging and validation are left out, as on the project's side.
+
+    Args:
+        R (SimpleNamespace): :func:`load_reference`.
+        student, teacher (nn.Module): :func:`build_reference_network`s.
+        crop (int): Square view size.
+        max_iters (int): Length of their run (temperatures, mask warm-up,
+            lr schedule).
+        out_dim (int): Projector outputs.
+        block_size (int, optional): Mask block in pixels; default 64, or 32
+            when 64 does not divide ``crop`` (their ``MaskGenerator`` needs
+            whole blocks).
+    """
+
+    scales = (1.0, 0.5, 1.5)
+    seg_start = 2000  # their hard-coded start of the decoder losses
+
+    def __init__(self,
+                 R: SimpleNamespace,
+                 student: nn.Module,
+                 teacher: nn.Module,
+                 crop: int,
+                 max_iters: int,
+                 out_dim: int,
+                 block_size: Optional[int] = None) -> None:
+        self.R, self.student, self.teacher = R, student, teacher
+        self.max_iters = max_iters
+        if block_size is None:
+            block_size = 32 if crop % 64 else 64
+        self.masker = R.masking.MaskGenerator(
+            input_size=crop, patch_size=16, block_size=block_size,
+            mask_ratio=0.4)
+        self.par = R.par.PAR(num_iter=10, dilations=[1, 2, 4, 8, 12, 24])
+        self.fsr_loss = R.fsr_loss.FSRLoss(
+            out_dim=out_dim, warmup_epochs=max_iters // 8, epochs=max_iters)
+        self.optimizer = None
+
+    def _token_mask(self, view2: torch.Tensor, labels: torch.Tensor,
+                    n_iter: int, noise: Optional[torch.Tensor]):
+        strategy = ('random' if (n_iter + 1) <= self.max_iters // 5 else
+                    'uncertain')
+        _, aux = self.R.camutils.multi_scale_cam(self.student, view2,
+                                                 scales=self.scales)
+        masking = self.R.masking
+        rand = masking.torch.rand
+        if noise is not None:  # the caller's block scores
+            masking.torch.rand = lambda *args, **kwargs: noise.clone()
+        try:
+            return self.masker(aux, labels, 0.2, 0.7, strategy)
+        finally:
+            masking.torch.rand = rand
+
+    def _pseudo_label(self, view: torch.Tensor, labels: torch.Tensor):
+        """PAR pseudo label and auxiliary CAM of one view."""
+        camutils = self.R.camutils
+        cam, aux = camutils.multi_scale_cam(self.student, view, self.scales)
+        valid, _ = camutils.cam_to_label(
+            cam, labels, ignore_mid=True, high_thre=0.7, low_thre=0.25,
+            ignore_index=255)
+        pseudo = camutils.refine_cams_with_bkg_v2(
+            self.par, self.R.imutils.denormalize_img2(view.clone()),
+            cams=valid, cls_labels=labels, high_thre=0.7, low_thre=0.25,
+            ignore_index=255)
+        return pseudo, aux
+
+    def losses(self, views: List[torch.Tensor], labels: torch.Tensor,
+               n_iter: int,
+               mask_noise: Optional[torch.Tensor] = None) -> tuple:
+        """Every loss term, unweighted (``reg`` already times w_reg).
+
+        Args:
+            views (list[Tensor]): Two normalised views, each (B, 3, S, S).
+            labels (Tensor): Multi-hot image labels, (B, C).
+            n_iter (int): Their 0-based iteration.
+            mask_noise (Tensor, optional): (B, blocks) scores replacing
+                their mask generator's ``torch.rand``.
+
+        Returns:
+            tuple[dict, Tensor]: The losses and view 2's block mask.
+        """
+        R, camutils = self.R, self.R.camutils
+        mask2 = self._token_mask(views[1], labels, n_iter, mask_noise)
+        mask = torch.cat([torch.zeros_like(mask2), mask2])
+        out = self.student(views, mask=mask)
+        with torch.no_grad():
+            t_out = self.teacher(views[:2])
+            pseudo, aux = self._pseudo_label(views[0], labels)
+            self._pseudo_label(views[1], labels)
+        seg_pred = F.interpolate(out['seg_out'], size=pseudo.shape[-2:],
+                                 mode='bilinear', align_corners=False)
+        fmap = out['top_fmap']
+        _, token_labels = camutils.cam_to_label(
+            F.interpolate(aux, size=fmap.shape[-2:], mode='bilinear',
+                          align_corners=False), labels, ignore_mid=True,
+            high_thre=0.7, low_thre=0.25, ignore_index=255)
+        fsr_c, fsr_u = self.fsr_loss(t_out['project_out'], out['project_out'],
+                                     None, mask, epoch=n_iter)
+        losses = dict(
+            cls=sum(F.multilabel_soft_margin_loss(out[k], labels)
+                    for k in ('top_cls_out', 'aux_cls_out')),
+            seg=R.seg_losses.get_seg_loss(seg_pred, pseudo.long(), 255),
+            aff=R.seg_losses.get_masked_ptc_loss(
+                fmap, camutils.label_to_aff_mask(token_labels)),
+            fsr_c=fsr_c, fsr_u=fsr_u)
+        if energy_loss_available(R):
+            losses['reg'] = reference_energy_loss(R, views[0], seg_pred,
+                                                  pseudo)
+        return losses, mask2
+
+    def _build_optimizer(self):
+        lr, decay = 6e-5, 0.05
+        groups = self.student.get_param_groups()
+        return self.R.optim.CosWarmupAdamW(
+            params=[dict(params=params, lr=lr * (10 if i >= 2 else 1),
+                         weight_decay=decay * (i % 2))
+                    for i, params in enumerate(groups)],
+            lr=lr, weight_decay=decay, betas=(0.9, 0.999),
+            max_iters=self.max_iters, warmup_iters=1500, warmup_ratio=0.1)
+
+    def step(self, views: List[torch.Tensor], labels: torch.Tensor,
+             n_iter: int, momentum: float = 0.9995) -> None:
+        """Losses, backward, AdamW step and EMA update of one iteration."""
+        if self.optimizer is None:
+            self.optimizer = self._build_optimizer()
+        with cuda_calls_stay_on_cpu():
+            losses, _ = self.losses(views, labels, n_iter)
+            seg_on = float((n_iter + 1) > self.seg_start)
+            loss = (losses['cls'] + 0.1 * losses['fsr_c'] +
+                    0.1 * losses['fsr_u'] + 0.2 * losses['aff'] + seg_on *
+                    (0.1 * losses['seg'] + losses.get('reg', 0.0)))
+            self.optimizer.zero_grad()
+            loss.backward()
+        self.optimizer.step()
+        with torch.no_grad():
+            for p_s, p_t in zip(self.student.parameters(),
+                                self.teacher.parameters()):
+                p_t.data.mul_(momentum).add_((1.0 - momentum) *
+                                             p_s.detach().data)
 
 
 def reference_defaults(ref_dir: str, script: str = 'train_voc.py') -> dict:

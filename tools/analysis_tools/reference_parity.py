@@ -31,12 +31,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from reference_code import (cuda_calls_stay_on_cpu,  # noqa: E402
+from reference_code import (AuthorsLoop,  # noqa: E402
+                            build_reference_network, cuda_calls_stay_on_cpu,
                             energy_loss_available, reference_energy_loss)
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-PAPER_CONFIG = osp.join(REPO, 'configs/fsr/fsr_vit-b16_4xb2-20k_voc12aug-448x448.py')
-COCO_CONFIG = osp.join(REPO, 'configs/fsr/fsr_vit-b16_4xb2-80k_coco2014-448x448.py')
+PAPER_CONFIG = osp.join(
+    REPO, 'configs/fsr/fsr_vit-b16_4xb2-20k_voc12aug-448x448.py')
+COCO_CONFIG = osp.join(
+    REPO, 'configs/fsr/fsr_vit-b16_4xb2-80k_coco2014-448x448.py')
 LITERAL_CONFIG = osp.join(
     REPO, 'configs/fsr/fsr_vit-b16_4xb2-20k_voc12aug-448x448_paper-literal.py')
 TABLE = osp.join(REPO, 'configs/fsr/README.md')
@@ -117,18 +120,9 @@ def build_project(cfg):
 
 
 def build_reference(R, drop_path: float = 0.0) -> nn.Module:
-    encoder = R.vit.VisionTransformer(
-        img_size=SIZE, patch_size=16, embed_dim=DIM, depth=DEPTH,
-        num_heads=HEADS, mlp_ratio=4, qkv_bias=True,
-        norm_layer=partial(nn.LayerNorm, eps=1e-6), cls_depth=2,
-        aux_layer=-3, drop_path_rate=drop_path)
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')  # legacy weight_norm
-        projector = R.projector.DINOHead(
-            DIM, K, hidden_dim=HIDDEN, bottleneck_dim=BOTTLENECK)
-    return R.network.WSSSNetwork(
-        encoder, R.decoder.LargeFOV(DIM, NUM_CLASSES), projector,
-        num_classes=NUM_CLASSES)
+    return build_reference_network(
+        R, SIZE, DIM, DEPTH, HEADS, K, HIDDEN, BOTTLENECK, NUM_CLASSES,
+        drop_path)
 
 
 def perturb(module: nn.Module, generator: torch.Generator) -> None:
@@ -181,7 +175,8 @@ def map_reference(sd: Dict[str, torch.Tensor],
             key = f'projector.mlp.{i}.{t}'
             if key in sd:
                 out[f'{proj}mlp.{i}.{t}'] = sd[key]
-    for ref_key, ours in (('weight_g', 'original0'), ('weight_v', 'original1')):
+    for ref_key, ours in (('weight_g', 'original0'),
+                          ('weight_v', 'original1')):
         if f'projector.last_layer.{ref_key}' in sd:
             out[f'{proj}last_layer.parametrizations.weight.{ours}'] = sd[
                 f'projector.last_layer.{ref_key}']
@@ -245,10 +240,10 @@ def multi_hot(classes: List[List[int]],
 # rows
 # --------------------------------------------------------------------------
 def check_pseudo_labels(R) -> None:
+    from mmseg_fsr.models.pseudo_labellers import to_8bit_rgb
     from mmseg_fsr.models.utils import (PixelAdaptiveRefiner, cams_to_labels,
                                         cams_to_pseudo_labels,
-                                        min_max_normalize,
-                                        refine_pseudo_labels)
+                                        min_max_normalize)
     print('pseudo labels')
     g = torch.Generator().manual_seed(1)
     labels = multi_hot([[3, 7], [0, 11, 19]])
@@ -286,8 +281,8 @@ def check_pseudo_labels(R) -> None:
         par_r, R.imutils.denormalize_img2(x.clone()), cams=valid,
         cls_labels=labels.long(), high_thre=0.7, low_thre=0.25,
         ignore_index=255)
-    ours = refine_pseudo_labels(seg.refiner, seg._par_images(x), cams, labels,
-                                0.7, 0.25, 255, 2)
+    ours = seg.pseudo_labeller.pseudo_labels(
+        to_8bit_rgb(x, *seg.data_preprocessor.mean_std()), cams, labels)
     add('PAR pseudo labels from the normalised input (8-bit de-normalised)',
         (ref.long() != ours).sum(), 'px')
 
@@ -344,6 +339,14 @@ def check_encoder(R) -> None:
     student, _, seg = paired_models(R)
     student.eval()
     seg.eval()
+    multi_scale_cams = partial(seg.pseudo_labeller.multi_scale_cams,
+                               seg.backbone, seg.cam_head)
+
+    def certain_token(tokens, mask):
+        return seg.aggregation_head.aggregate_and_project(
+            tokens, seg.backbone.cls_token[:, 0], mask,
+            seg.backbone.normalize_tokens)
+
     # The converter on the authors' encoder, as on a timm checkpoint.
     vit = {k: v for k, v in student.encoder.state_dict().items()
            if not k.startswith(('cls_blocks.', 'mask_token'))}
@@ -378,13 +381,13 @@ def check_encoder(R) -> None:
         add('token-resolution CAMs ReLU(Z W^T)',
             max(max_diff(cams[0], ours[0]), max_diff(cams[1], ours[1])))
         ms_r = R.camutils.multi_scale_cam(student, x, scales=(1.0, 0.5, 1.5))
-        ms_p = seg.multi_scale_cams(x)
+        ms_p = multi_scale_cams(x)
         add('multi-scale CAMs (1.0, 0.5, 1.5 + flip), final + aux',
             max(max_diff(ms_r[0], ms_p[0]), max_diff(ms_r[1], ms_p[1])))
         x2 = images(g)
         ms2_r = R.camutils.multi_scale_cam(student, x2,
                                            scales=(1.0, 0.5, 1.5))
-        cams, aux = seg.multi_scale_cams(torch.cat([x, x2]), 2)
+        cams, aux = multi_scale_cams(torch.cat([x, x2]), 2)
         add('batched CAM pass (view 1 final + aux, view 2 aux only)',
             max(max_diff(ms_r[0], cams), max_diff(ms_r[1], aux[:2]),
                 max_diff(ms2_r[1], aux[2:])))
@@ -392,8 +395,7 @@ def check_encoder(R) -> None:
         enc, _ = student.encoder(x, mask=mask)
         ref_out = student.projector(enc)
         outs, tokens = seg.backbone.forward_with_tokens(x, mask.flatten(1))
-        certain = seg._certain_token(seg.backbone, seg.aggregation_head,
-                                     tokens, mask.flatten(1))
+        certain = certain_token(tokens, mask.flatten(1))
         add('aggregated class token, projected (masked view)',
             max_diff(ref_out[:, 0], certain))
         patches = seg.aggregation_head.project(
@@ -401,64 +403,11 @@ def check_encoder(R) -> None:
         add('patch tokens, projected (masked view)',
             max_diff(ref_out[:, 1:], patches))
         seg.aggregation_head.mask_attention = True
-        certain = seg._certain_token(seg.backbone, seg.aggregation_head,
-                                     tokens, mask.flatten(1))
+        certain = certain_token(tokens, mask.flatten(1))
         seg.aggregation_head.mask_attention = False
         add('aggregated token with masked tokens out of the softmax '
             '(mask_attention=True)', max_diff(ref_out[:, 0], certain),
             documented='Masked tokens in the aggregation softmax')
-
-
-def ref_step(R, student, teacher, fsr_loss, views, labels, noise, n_iter):
-    """The authors' train_voc.py iteration (their functions, their order)."""
-    camutils = R.camutils
-    scales = (1.0, 0.5, 1.5)
-    gen = R.masking.MaskGenerator(input_size=SIZE, patch_size=16,
-                                  block_size=64, mask_ratio=0.4)
-    rand = R.masking.torch.rand
-    R.masking.torch.rand = lambda *a, **k: noise.clone()
-    try:
-        strategy = 'random' if (n_iter + 1) <= MAX_ITERS // 5 else 'uncertain'
-        _, aux = camutils.multi_scale_cam(student, views[1], scales=scales)
-        mask2 = gen(aux, labels, 0.2, 0.7, strategy)
-    finally:
-        R.masking.torch.rand = rand
-    mask = torch.cat([torch.zeros_like(mask2), mask2])
-    out = student(views, mask=mask)
-    with torch.no_grad():
-        t_out = teacher(views[:2])
-    cls_loss = (F.multilabel_soft_margin_loss(out['top_cls_out'], labels) +
-                F.multilabel_soft_margin_loss(out['aux_cls_out'], labels))
-    with torch.no_grad():
-        cam1, aux1 = camutils.multi_scale_cam(student, views[0], scales)
-        valid, _ = camutils.cam_to_label(cam1, labels, ignore_mid=True,
-                                         high_thre=0.7, low_thre=0.25,
-                                         ignore_index=255)
-        par = R.par.PAR(num_iter=10, dilations=[1, 2, 4, 8, 12, 24])
-        pseudo = camutils.refine_cams_with_bkg_v2(
-            par, R.imutils.denormalize_img2(views[0].clone()), cams=valid,
-            cls_labels=labels, high_thre=0.7, low_thre=0.25,
-            ignore_index=255)
-    seg_pred = F.interpolate(out['seg_out'], size=pseudo.shape[-2:],
-                             mode='bilinear', align_corners=False)
-    seg_loss = R.seg_losses.get_seg_loss(seg_pred, pseudo.long(),
-                                         ignore_index=255)
-    fmap = out['top_fmap']
-    token_aux = F.interpolate(aux1, size=fmap.shape[-2:], mode='bilinear',
-                              align_corners=False)
-    _, token_labels = camutils.cam_to_label(token_aux, labels,
-                                            ignore_mid=True, high_thre=0.7,
-                                            low_thre=0.25, ignore_index=255)
-    aff_loss = R.seg_losses.get_masked_ptc_loss(
-        fmap, camutils.label_to_aff_mask(token_labels))
-    fsr_c, fsr_u = fsr_loss(t_out['project_out'], out['project_out'], None,
-                            mask, epoch=n_iter)
-    losses = dict(cls=cls_loss, seg=seg_loss, aff=aff_loss, fsr_c=fsr_c,
-                  fsr_u=fsr_u)
-    if energy_loss_available(R):
-        # already weighted by w_reg
-        losses['reg'] = reference_energy_loss(R, views[0], seg_pred, pseudo)
-    return losses, mask2
 
 
 def check_training_step(R) -> None:
@@ -467,8 +416,7 @@ def check_training_step(R) -> None:
     student, teacher, seg = paired_models(R)
     student.train()
     seg.train()
-    fsr_loss = R.fsr_loss.FSRLoss(out_dim=K, warmup_epochs=MAX_ITERS // 8,
-                                  epochs=MAX_ITERS)
+    loop = AuthorsLoop(R, student, teacher, SIZE, MAX_ITERS, K)
     g = torch.Generator().manual_seed(5)
     labels = multi_hot([[3, 7], [0, 11, 19]])
     samples = []
@@ -490,8 +438,7 @@ def check_training_step(R) -> None:
     for step in (1, 2):
         views = [images(g), images(g)]
         noise = torch.rand(2, 4, generator=g)
-        ref, mask2 = ref_step(R, student, teacher, fsr_loss, views, labels,
-                              noise, n_iter)
+        ref, mask2 = loop.losses(views, labels, n_iter, noise)
         neck_forward = seg.mask_neck.forward
         seg.mask_neck.forward = partial(neck_forward, noise=noise)
         ours = seg.loss(torch.stack(views, 1), samples)
@@ -513,8 +460,8 @@ def check_training_step(R) -> None:
                 relative_diff(ref_grads,
                               {k: our_grads[k].grad for k in ref_grads}))
     add('centres after two steps (class, patch)',
-        max(max_diff(fsr_loss.class_center, seg.certain_loss.center),
-            max_diff(fsr_loss.patch_center.view(1, -1),
+        max(max_diff(loop.fsr_loss.class_center, seg.certain_loss.center),
+            max_diff(loop.fsr_loss.patch_center.view(1, -1),
                      seg.uncertain_loss.center)))
 
 
@@ -640,15 +587,16 @@ def check_schedules(R) -> None:
         len(mismatches), 'tensors')
 
     from mmengine.registry import PARAM_SCHEDULERS
+    from mmseg_fsr.engine.runner import resolve_iteration_fractions
     p = nn.Parameter(torch.zeros(1))
     opt_r = R.optim.CosWarmupAdamW(
         params=[{'params': [p], 'lr': 1.0}], lr=1.0, weight_decay=0.0,
         betas=(0.9, 0.999), max_iters=MAX_ITERS, warmup_iters=1500,
         warmup_ratio=0.1)
     opt_p = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
-    scheds = [
+    scheds = [  # as WSSSRunner builds them: fractions of the run resolved
         PARAM_SCHEDULERS.build(dict(s, optimizer=opt_p))
-        for s in cfg.param_scheduler
+        for s in resolve_iteration_fractions(cfg).param_scheduler
     ]
     gap = 0.0
     with warnings.catch_warnings():
@@ -665,13 +613,19 @@ def check_schedules(R) -> None:
 def check_recipe(ref_dir: str, R) -> None:
     from mmengine.config import Config
     from reference_code import reference_defaults, reference_energy_settings
+
+    from mmseg_fsr.engine.runner import resolve_iteration_fractions
+    from mmseg_fsr.models.utils import iteration_of
     print('recipe')
     for script, path in (('train_voc.py', PAPER_CONFIG),
                          ('train_coco.py', COCO_CONFIG)):
         a = reference_defaults(ref_dir, script)
-        cfg = Config.fromfile(path)
+        # as WSSSRunner and the model read them: fractions of the run
+        cfg = resolve_iteration_fractions(Config.fromfile(path))
         m = cfg.model
-        neck, plc = m.mask_neck, m.pseudo_label_cfg
+        neck, plc = m.mask_neck, m.pseudo_labeller
+        starts = {k: iteration_of(v, cfg.train_cfg.max_iters)
+                  for k, v in m.loss_start_iters.items()}
         pairs = {
             'iterations': (a['max_iters'], cfg.train_cfg.max_iters),
             'lr': (a['lr'], cfg.optim_wrapper.optimizer.lr),
@@ -680,13 +634,13 @@ def check_recipe(ref_dir: str, R) -> None:
             'betas': (tuple(a['betas']),
                       tuple(cfg.optim_wrapper.optimizer.betas)),
             'warm-up': ((a['warmup_iters'], a['warmup_ratio']),
-                        (cfg.param_scheduler[0].end - 1,
+                        (cfg.param_scheduler[0].end,  # LinearWarmupLR
                          cfg.param_scheduler[0].start_factor)),
             'batch per GPU': (a['spg'], cfg.train_dataloader.batch_size),
             'crop': (a['input_size'], cfg.crop_size),
             'classes': (a['num_classes'], m.decode_head.num_classes),
             'thresholds': ((a['high_thre'], a['low_thre'], a['bkg_thre']),
-                           (plc.high_thr, plc.low_thr, m.test_cfg.cam_bg_thr)),
+                           (plc.high_thr, plc.low_thr, plc.eval_bg_thr)),
             'CAM scales': (tuple(a['cam_scales']), tuple(plc.cam_scales)),
             'loss weights aff / seg / L_c / L_u':
             ((a['w_aff'], a['w_seg'], a['w_class'], a['w_patch']),
@@ -695,8 +649,7 @@ def check_recipe(ref_dir: str, R) -> None:
               m.uncertain_loss.loss_weight)),
             'teacher momentum': (a['momentum'], teacher_hook(cfg).momentum),
             'loss starts (seg, aff)': (loss_starts(ref_dir, script),
-                                       (m.loss_start_iters.seg,
-                                        m.loss_start_iters.aff)),
+                                       (starts['seg'], starts['aff'])),
             'masking (block, ratio)': ((a['block_size'], a['mask_ratio']),
                                        (neck.block_size, neck.mask_ratio)),
             'drop path': (a['drop_path_rate'],
@@ -758,7 +711,8 @@ def check_stochastic_targets(R) -> None:
         ref = [R.camutils.multi_scale_cam(student, x, (1.0, ))[0]
                for _ in range(2)] + [teacher(x)['project_out']
                                      for _ in range(2)]
-        ours = [seg.multi_scale_cams(x)[0] for _ in range(2)]
+        ours = [seg.pseudo_labeller.multi_scale_cams(
+            seg.backbone, seg.cam_head, x)[0] for _ in range(2)]
         backbone = seg.teacher['backbone']
         ours += [backbone.forward_with_tokens(x)[0][-1] for _ in range(2)]
     ref_flags = (max_diff(ref[0], ref[1]) > 0, max_diff(ref[2], ref[3]) > 0)
