@@ -127,24 +127,13 @@ def scaled_config(args: argparse.Namespace, energy: bool):
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
 
+    from benchmark_utils import scale_vit
+
     init_default_scope('mmseg')
     cfg = Config.fromfile(args.config)
-    dims, layers = args.embed_dims, args.num_layers
-    cfg.merge_from_dict({
-        'model.backbone.img_size': (args.crop, args.crop),
-        'model.backbone.patch_size': PATCH_SIZE,
-        'model.backbone.embed_dims': dims,
-        'model.backbone.num_layers': layers,
-        'model.backbone.num_heads': args.num_heads,
-        'model.backbone.out_indices': (layers - 3, layers - 1),
-        'model.backbone.init_cfg': None,
-        'model.cam_head.in_channels': dims,
-        'model.decode_head.in_channels': dims,
-        'model.mask_neck.block_size': mask_block_size(args.crop),
-        'model.aggregation_head.in_channels': dims,
-        'model.aggregation_head.num_heads': args.num_heads,
-        'model.aggregation_head.projector.in_channels': dims,
-    })
+    scale_vit(cfg, args.embed_dims, args.num_layers, args.num_heads,
+              args.crop, PATCH_SIZE)
+    cfg.model.mask_neck.block_size = mask_block_size(args.crop)
     if not energy:
         cfg.model.energy_loss = None
     if args.cfg_options:

@@ -1,26 +1,33 @@
-"""Inference speed: images/s plain, with TTA, and with TTA + dense CRF.
+"""Inference speed: images/s plain, with TTA, with TTA + dense CRF, and of
+the authors' test script.
 
 Runs the config's test data loader through ``model.test_step`` and reports
 images per second (data loading included, as ``tools/test.py`` sees it)
 after ``--warmup`` batches, for every mode asked for:
 
 - ``plain``: the config's model (single scale);
-- ``tta`` (``--tta``): the config's ``tta_model`` and ``tta_pipeline`` (e.g.
-  the ``_tta-crf`` config: scales 1.0 / 1.25 / 1.5 with flips), with the
-  CRF switched off when the TTA model has one (``CRFSegTTAModel``);
+- ``tta`` (``--tta``): the config's ``tta_model`` and ``tta_pipeline`` (the
+  paper's recipe: scales 1.0 / 1.25 / 1.5 with flips), with the CRF
+  switched off when the TTA model has one (``CRFSegTTAModel``);
 - ``tta+crf`` (``--tta`` and a ``CRFSegTTAModel``): the same with the CRF,
   once per worker count of ``--crf-workers`` (default: the config's). The
   loader's batch size is set to the worker count (at least 1): that many
-  CRFs are in flight while the next images are inferred.
+  CRFs are in flight while the next images are inferred;
+- ``authors`` (``--reference-dir``): the authors' ``infer_voc.py`` on the
+  same images (after the same warm-up), imported from a local checkout of
+  their code: their network at the config's ViT size, their per-image
+  multi-scale + flip loop, then their joblib CRF pass over the saved
+  logits. Their network is randomly initialised.
 
 Without a checkpoint the weights are random, which changes nothing for
-speed.
+speed. ``--vit E L H`` resizes the config's ViT (width, layers, heads).
 
 Example::
 
     python tools/analysis_tools/benchmark_test.py \
-        configs/fsr/fsr_vit-b16_4xb2-20k_voc12aug-448x448_tta-crf.py \
-        work_dirs/fsr/iter_20000.pth --tta --crf-workers 0 1 2 4
+        configs/fsr/fsr_vit-b16_4xb2-20k_voc12aug-448x448.py \
+        work_dirs/fsr/iter_20000.pth --tta --crf-workers 0 1 2 4 \
+        --reference-dir ../feature-self-reinforcement
 """
 import argparse
 import copy
@@ -57,6 +64,14 @@ def parse_args(argv=None):
                         help='batches run before timing')
     parser.add_argument('--device', help='default: cuda if available')
     parser.add_argument('--data-root', help='data folder of the same layout')
+    parser.add_argument('--vit', type=int, nargs=3,
+                        metavar=('EMBED_DIMS', 'LAYERS', 'HEADS'),
+                        help='resize the config\'s ViT')
+    parser.add_argument(
+        '--reference-dir',
+        help="a checkout of the authors' code to time their test script")
+    parser.add_argument('--work-dir', default='work_dirs/benchmark_test',
+                        help="where the authors' script writes its outputs")
     parser.add_argument('--json', help='write the results here')
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
@@ -150,6 +165,65 @@ def build_modes(cfg, args) -> Dict[str, tuple]:
     return modes
 
 
+def time_authors(cfg, args) -> Dict[str, float]:
+    """The authors' test script on the images the other modes time."""
+    import torch
+    from mmseg.registry import DATASETS
+
+    from reference_code import (build_reference_network, load_reference,
+                                time_authors_inference)
+
+    backbone = cfg.model.backbone
+    if backbone.get('patch_size') != 16:
+        raise ValueError("the authors' ViT has 16-px patches; the config's "
+                         f"has {backbone.get('patch_size')}: use a config "
+                         'with patch_size=16')
+    R = load_reference(args.reference_dir)
+    dataset = DATASETS.build(cfg.test_dataloader.dataset)
+    names = [
+        osp.splitext(osp.basename(dataset.get_data_info(i)['img_path']))[0]
+        for i in range(min(len(dataset), args.warmup + args.num_images))
+    ]
+    projector = cfg.model.aggregation_head.projector
+    torch.manual_seed(0)
+    network = build_reference_network(
+        R, cfg.crop_size, backbone.embed_dims, backbone.num_layers,
+        backbone.num_heads, projector.out_channels,
+        projector.hidden_channels, projector.bottleneck_channels,
+        cfg.model.decode_head.num_classes, drop_path=0.0)
+    if args.warmup:
+        time_authors_inference(R, network, dataset.data_root,
+                               names[:args.warmup],
+                               osp.join(args.work_dir, 'authors_warmup'))
+    timing = time_authors_inference(R, network, dataset.data_root,
+                                    names[args.warmup:],
+                                    osp.join(args.work_dir, 'authors'))
+    seconds = timing['seconds_network'] + timing['seconds_crf']
+    return dict(timing, seconds=seconds,
+                images_per_s=timing['images'] / seconds)
+
+
+def report(result: Dict) -> None:
+    """Print images/s per mode and each CRF mode's speed-up over the
+    authors' script."""
+    modes = result['modes']
+    for name, timing in modes.items():
+        print(f'{name:<24}{timing["images_per_s"]:8.2f} images/s '
+              f'({timing["images"]} images in {timing["seconds"]:.1f} s)')
+    if 'authors' not in modes:
+        return
+    authors = modes['authors']
+    print(f'  the authors\' network pass {authors["seconds_network"]:.1f} s, '
+          f'CRF pass {authors["seconds_crf"]:.1f} s '
+          f'({authors["crf_jobs"]} joblib jobs)')
+    result['speedup_over_authors'] = {
+        name: timing['images_per_s'] / authors['images_per_s']
+        for name, timing in modes.items() if name.startswith('tta+crf')
+    }
+    for name, value in result['speedup_over_authors'].items():
+        print(f'{name} / authors: {value:.2f}x images/s')
+
+
 def main(argv=None) -> Dict:
     args = parse_args(argv)
     _import_plugin()
@@ -157,7 +231,7 @@ def main(argv=None) -> Dict:
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
 
-    from benchmark_utils import use_quiet_logger
+    from benchmark_utils import scale_vit, use_quiet_logger
     from mmseg_fsr.utils.config_utils import set_data_root
 
     cfg = Config.fromfile(args.config)
@@ -165,6 +239,8 @@ def main(argv=None) -> Dict:
         cfg.merge_from_dict(args.cfg_options)
     if args.data_root:
         set_data_root(cfg, args.data_root)
+    if args.vit:
+        scale_vit(cfg, *args.vit)
     init_default_scope(cfg.get('default_scope', 'mmseg'))
     use_quiet_logger('benchmark_test')
     device = torch.device(
@@ -174,11 +250,12 @@ def main(argv=None) -> Dict:
                   device=str(device), torch_threads=torch.get_num_threads(),
                   modes={})
     for name, (model_cfg, loader_cfg) in build_modes(cfg, args).items():
-        timing = time_mode(model_cfg, loader_cfg, args.checkpoint, device,
-                           args.num_images, args.warmup)
-        result['modes'][name] = timing
-        print(f'{name:<24}{timing["images_per_s"]:8.2f} images/s '
-              f'({timing["images"]} images in {timing["seconds"]:.1f} s)')
+        result['modes'][name] = time_mode(model_cfg, loader_cfg,
+                                          args.checkpoint, device,
+                                          args.num_images, args.warmup)
+    if args.reference_dir:
+        result['modes']['authors'] = time_authors(cfg, args)
+    report(result)
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(result, f, indent=1)

@@ -116,9 +116,8 @@ def main(argv=None) -> Dict:
     from mmengine.runner import Runner
     from mmseg.registry import MODELS
 
-    from benchmark_utils import (median, peak_memory_mb,
-                                           reset_peak_memory, synchronize,
-                                           timed, use_quiet_logger)
+    from benchmark_utils import (median, peak_memory_mb, reset_peak_memory,
+                                 synchronize, timed, use_quiet_logger)
 
     cfg = prepare_config(args)
     init_default_scope(cfg.get('default_scope', 'mmseg'))

@@ -203,3 +203,34 @@ def ema_foreach_vs_loop(num_params: int = 86_000_000,
         loop_s=median(times['loop']),
         num_tensors=len(shapes),
         num_params=numel * repeat)
+
+
+def scale_vit(cfg, embed_dims: int, num_layers: int, num_heads: int,
+              crop: Optional[int] = None, patch_size: int = 16) -> None:
+    """Resize the ViT of an FSR config in place, heads following it.
+
+    The auxiliary CAM stays on layer -3; decoder, projector and CAM head
+    keep their own sizes and take the new width as input.
+
+    Args:
+        cfg (Config): An FSR config (``model.backbone`` a ViT).
+        embed_dims, num_layers, num_heads (int): ViT sizes.
+        crop (int, optional): Training crop (``backbone.img_size``).
+        patch_size (int): ViT patch size.
+    """
+    updates = {
+        'model.backbone.patch_size': patch_size,
+        'model.backbone.embed_dims': embed_dims,
+        'model.backbone.num_layers': num_layers,
+        'model.backbone.num_heads': num_heads,
+        'model.backbone.out_indices': (num_layers - 3, num_layers - 1),
+        'model.backbone.init_cfg': None,
+        'model.cam_head.in_channels': embed_dims,
+        'model.decode_head.in_channels': embed_dims,
+        'model.aggregation_head.in_channels': embed_dims,
+        'model.aggregation_head.num_heads': num_heads,
+        'model.aggregation_head.projector.in_channels': embed_dims,
+    }
+    if crop is not None:
+        updates['model.backbone.img_size'] = (crop, crop)
+    cfg.merge_from_dict(updates)

@@ -118,14 +118,31 @@ def load_reference(ref_dir: str) -> SimpleNamespace:
             'github.com/Jessie459/feature-self-reinforcement')
     _install_stand_ins()
     sys.path.insert(0, ref_dir)
-    modules = {}
-    for attr, name in REFERENCE_MODULES.items():
+    return SimpleNamespace(
+        ref_dir=ref_dir,
+        **{attr: import_reference_module(ref_dir, name)
+           for attr, name in REFERENCE_MODULES.items()})
+
+
+def import_reference_module(ref_dir: str, name: str) -> types.ModuleType:
+    """Import ``name`` from the authors' code (on ``sys.path``).
+
+    Raises:
+        ImportError: If ``name`` resolves outside ``ref_dir`` (e.g. to an
+            installed package of the same name), or one of their
+            dependencies is missing.
+    """
+    try:
         mod = importlib.import_module(name)
-        if not osp.abspath(mod.__file__).startswith(ref_dir):
-            raise ImportError(f'{name} resolved to {mod.__file__}, not to '
-                              f'the authors\' code in {ref_dir}')
-        modules[attr] = mod
-    return SimpleNamespace(**modules)
+    except ModuleNotFoundError as error:
+        if error.name.split('.')[0] in name.split('.'):
+            raise
+        raise ImportError(f"the authors' {name} needs {error.name}: pip "
+                          f'install {error.name}') from error
+    if not osp.abspath(mod.__file__).startswith(ref_dir):
+        raise ImportError(f'{name} resolved to {mod.__file__}, not to '
+                          f"the authors' code in {ref_dir}")
+    return mod
 
 
 def energy_loss_available(R: SimpleNamespace) -> bool:
@@ -149,14 +166,17 @@ def reference_energy_loss(R: SimpleNamespace, images, seg_logits, labels,
 
 @contextmanager
 def cuda_calls_stay_on_cpu() -> Iterator[None]:
-    """Make ``Tensor.cuda()`` a no-op when CUDA is absent."""
-    cuda = torch.Tensor.cuda
+    """Make ``Tensor.cuda()``, ``Module.cuda()`` and
+    ``torch.cuda.empty_cache()`` no-ops when CUDA is absent."""
+    saved = (torch.Tensor.cuda, nn.Module.cuda, torch.cuda.empty_cache)
     if not torch.cuda.is_available():
         torch.Tensor.cuda = lambda self, *args, **kwargs: self
+        nn.Module.cuda = lambda self, *args, **kwargs: self
+        torch.cuda.empty_cache = lambda: None
     try:
         yield
     finally:
-        torch.Tensor.cuda = cuda
+        torch.Tensor.cuda, nn.Module.cuda, torch.cuda.empty_cache = saved
 
 
 def _script_tree(ref_dir: str, script: str):
@@ -389,3 +409,82 @@ def reference_defaults(ref_dir: str, script: str = 'train_voc.py') -> dict:
                 except ValueError:
                     pass  # an expression such as os.path.expanduser(...)
     return defaults
+
+
+def write_name_lists(data_root: str, names: List[str], list_dir: str,
+                     split: str, num_classes: int = 21) -> None:
+    """The name list and one-hot label file the authors' VOC datasets read.
+
+    ``{list_dir}/{split}.txt`` lists ``names``; ``cls_labels_onehot.npy``
+    holds each name's foreground classes, taken from its mask in
+    ``{data_root}/SegmentationClassAug``.
+    """
+    import os
+
+    import numpy as np
+    from PIL import Image
+    os.makedirs(list_dir, exist_ok=True)
+    with open(osp.join(list_dir, f'{split}.txt'), 'w') as f:
+        f.write('\n'.join(names) + '\n')
+    onehot = {}
+    for name in names:
+        mask = np.asarray(Image.open(
+            osp.join(data_root, 'SegmentationClassAug', f'{name}.png')))
+        classes = [c for c in np.unique(mask) if 0 < c < num_classes]
+        onehot[name] = np.zeros(num_classes - 1, np.float32)
+        onehot[name][np.asarray(classes, int) - 1] = 1
+    np.save(osp.join(list_dir, 'cls_labels_onehot.npy'), onehot)
+
+
+def time_authors_inference(R: SimpleNamespace, network: nn.Module,
+                           data_root: str, names: List[str],
+                           work_dir: str) -> dict:
+    """Run the authors' ``infer_voc.py`` test on ``names``, timed.
+
+    Their two stages, as their script runs them: ``main_evaluate`` (per
+    image: scales 1.0 / 1.25 / 1.5, each with its flip, max fusion of the
+    decoder logits, CAM pictures, logits saved as .npy) and ``main_crf``
+    (dense CRF of every saved logit map in a joblib pool of 0.8x the CPU
+    count, predictions saved as PNGs).
+
+    Args:
+        R (SimpleNamespace): :func:`load_reference` (puts their folder on
+            ``sys.path``).
+        network (nn.Module): Their ``WSSSNetwork``.
+        data_root (str): VOC layout with ``JPEGImages`` and
+            ``SegmentationClassAug``.
+        names (list[str]): Image names.
+        work_dir (str): Where their outputs go.
+
+    Returns:
+        dict: ``images``, ``seconds_network``, ``seconds_crf``,
+        ``crf_jobs``.
+    """
+    import os
+    import time
+    from torch.utils.data import DataLoader
+    infer_voc = import_reference_module(R.ref_dir, 'infer_voc')
+    voc = import_reference_module(R.ref_dir, 'datasets.voc')
+
+    list_dir = osp.join(work_dir, 'lists')
+    write_name_lists(data_root, names, list_dir, 'val')
+    dirs = {k: osp.join(work_dir, k)
+            for k in ('logits_dir', 'segs_dir', 'segs_rgb_dir', 'cams_dir')}
+    for path in dirs.values():
+        os.makedirs(path, exist_ok=True)
+    # their script's defaults; its functions read the module-level args
+    infer_voc.args = SimpleNamespace(
+        data_folder=data_root, list_folder=list_dir, infer_set='val',
+        num_classes=21, scales=(1.0, 1.25, 1.5), save_cam=True, **dirs)
+    dataset = voc.VOC12SegDataset(
+        root_dir=data_root, name_list_dir=list_dir, split='val',
+        stage='val', aug=False, ignore_index=255)
+    with cuda_calls_stay_on_cpu():
+        start = time.perf_counter()
+        infer_voc.main_evaluate(network, DataLoader(dataset, batch_size=1))
+        middle = time.perf_counter()
+        infer_voc.main_crf()
+        end = time.perf_counter()
+    return dict(images=len(names), seconds_network=middle - start,
+                seconds_crf=end - middle,
+                crf_jobs=int(os.cpu_count() * 0.8))
