@@ -15,8 +15,8 @@ class WSSSDataPreProcessor(SegDataPreProcessor):
     """``SegDataPreProcessor`` whose training batches always hold two views.
 
     - A sample packed by ``PackWSSSInputs`` from a multi-view pipeline is a
-      (V, 3, H, W) tensor; such a batch becomes (B, V, 3, H, W) after colour
-      conversion and normalisation.
+      (3V, H, W) tensor with the ``num_views`` meta; such a batch becomes
+      (B, V, 3, H, W) after colour conversion and normalisation.
     - A training batch of a stock mmseg pipeline (B, 3, H, W) gets its
       second view here, on the device, in mmseg's batch-augment style: a
       random resized crop and flip of every image; and every sample without
@@ -51,7 +51,7 @@ class WSSSDataPreProcessor(SegDataPreProcessor):
             dict: ``inputs`` (B, 3, H, W), or (B, V, 3, H, W) for every
             training batch, and ``data_samples``.
         """
-        if data['inputs'][0].dim() == 4:
+        if data['data_samples'][0].metainfo.get('num_views'):
             return self._stack_views(data)
         data = super().forward(data, training)
         if training:
@@ -60,7 +60,10 @@ class WSSSDataPreProcessor(SegDataPreProcessor):
 
     def _stack_views(self, data: dict) -> Dict[str, Any]:
         data = self.cast_data(data)
-        views = data['inputs']
+        views = [
+            image.unflatten(0, (sample.num_views, -1)) for image, sample in
+            zip(data['inputs'], data['data_samples'])
+        ]
         if len({tuple(v.shape) for v in views}) != 1:
             raise ValueError('all multi-view samples of a batch must have the '
                              'same number of views and crop size, got '

@@ -153,9 +153,11 @@ def test_pack_single_view():
 def test_pack_views():
     views = [np.full((5, 7, 3), v, np.uint8) for v in (1, 2)]
     packed = PackWSSSInputs()(_packable(views))
-    assert packed['inputs'].shape == (2, 3, 5, 7)
-    assert packed['inputs'][1].eq(2).all()
+    # views along the channel axis: a (C, H, W) image to mmseg's tools
+    assert packed['inputs'].shape == (6, 5, 7)
+    assert packed['inputs'][3:].eq(2).all()
     assert packed['data_samples'].img_shape == (5, 7)
+    assert packed['data_samples'].num_views == 2
     with pytest.raises(ValueError, match='same shape'):
         PackWSSSInputs()(_packable([views[0], np.zeros((4, 7, 3), np.uint8)]))
 
@@ -174,7 +176,7 @@ def test_two_view_pipeline_through_dataset(voc_root, prefixed):
             pipeline=two_view_pipeline(prefixed=prefixed)))
     for i in range(2):
         out = ds[i]
-        assert out['inputs'].shape == (2, 3, 448, 448)
+        assert out['inputs'].shape == (6, 448, 448)
         assert out['inputs'].dtype == torch.uint8
         sample = out['data_samples']
         assert 'gt_sem_seg' not in sample
@@ -191,9 +193,9 @@ def test_two_view_pipeline_with_compose(voc_root):
             seg_map_path=f'{voc_root}/SegmentationClassAug/train_00000.png',
             reduce_zero_label=False,
             seg_fields=[]))
-    assert out['inputs'].shape == (2, 3, 96, 96)
+    assert out['inputs'].shape == (6, 96, 96)
     # The two crops are drawn independently.
-    assert not torch.equal(out['inputs'][0], out['inputs'][1])
+    assert not torch.equal(out['inputs'][:3], out['inputs'][3:])
 
 
 def test_transforms_are_registered():

@@ -206,13 +206,17 @@ PRE_CFG = dict(
 
 
 def _multi_view_batch(shapes):
+    """A batch as PackWSSSInputs packs it: each sample's (V, 3, H, W) views
+    as one (3V, H, W) tensor with the num_views meta."""
     g = torch.Generator().manual_seed(0)
     inputs = [
-        torch.randint(0, 256, s, generator=g, dtype=torch.uint8)
+        torch.randint(0, 256, s, generator=g, dtype=torch.uint8).flatten(0, 1)
         for s in shapes
     ]
-    samples = [SegDataSample(metainfo=dict(img_path=f'{i}.jpg'))
-               for i in range(len(shapes))]
+    samples = [
+        SegDataSample(metainfo=dict(img_path=f'{i}.jpg', num_views=s[0]))
+        for i, s in enumerate(shapes)
+    ]
     return dict(inputs=inputs, data_samples=samples)
 
 
@@ -220,9 +224,9 @@ def test_wsss_preprocessor_multi_view():
     pre = WSSSDataPreProcessor(**PRE_CFG)
     data = _multi_view_batch([(2, 3, 6, 5)] * 3)
     # sample 0, view 1, pixel (2, 4) as B, G, R
-    data['inputs'][0][1, :, 2, 4] = torch.tensor([100, 50, 7],
-                                                 dtype=torch.uint8)
-    raw = [x.clone() for x in data['inputs']]
+    data['inputs'][0][3:6, 2, 4] = torch.tensor([100, 50, 7],
+                                                dtype=torch.uint8)
+    raw = [x.unflatten(0, (2, 3)) for x in data['inputs']]
     out = pre(copy.deepcopy(data), training=True)
     x = out['inputs']
     assert x.shape == (3, 2, 3, 6, 5)
@@ -248,7 +252,7 @@ def test_wsss_preprocessor_multi_view_no_conversion():
     data = _multi_view_batch([(2, 3, 4, 4)] * 2)
     out = pre(copy.deepcopy(data), training=True)
     assert torch.equal(out['inputs'],
-                       torch.stack(data['inputs']).float())
+                       torch.stack(data['inputs']).float().unflatten(1, (2, 3)))
 
 
 @pytest.mark.parametrize('shapes', [

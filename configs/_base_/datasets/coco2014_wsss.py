@@ -18,7 +18,8 @@ train_pipeline = [
 test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations'),
-    dict(type='GenerateImageLabels', allow_empty=True),
+    # a bare image (inference_model, MMSegInferencer) passes unlabelled
+    dict(type='GenerateImageLabels', allow_empty=True, optional=True),
     dict(type='PackWSSSInputs', pack_seg_map=True),
 ]
 

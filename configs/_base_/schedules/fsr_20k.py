@@ -49,7 +49,9 @@ default_hooks = dict(
         type='CheckpointHook', by_epoch=False, interval=0.1,
         max_keep_ckpts=3, save_best='mIoU'),
     sampler_seed=dict(type='DistSamplerSeedHook'),
-    visualization=dict(type='SegVisualizationHook'))
+    # draws nothing unless switched on (tools/test.py --show-dir); then
+    # every image
+    visualization=dict(type='SegVisualizationHook', interval=1))
 custom_hooks = [
     # EMA teacher (momentum 0.9995 -> 1) and the training progress
     dict(type='FSRTeacherHook', momentum=0.9995, end_momentum=1.0),

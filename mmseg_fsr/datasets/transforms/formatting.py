@@ -21,10 +21,13 @@ class PackWSSSInputs(PackSegInputs):
 
     Differences from ``PackSegInputs``:
 
-    - ``results['img']`` may be a list of views (from
-      ``mmpretrain.MultiView``); they are stacked into one (V, 3, H, W)
-      tensor, and the ``img_shape`` meta becomes the views' (H, W) because
-      ``MultiView`` leaves the pre-crop shape in ``results``;
+    - ``results['img']`` may be a list of views (``WSSSMultiView``); they
+      are concatenated along the channel axis into one (3V, H, W) tensor
+      with the ``num_views`` meta, so that a sample stays the (C, H, W)
+      image every mmseg tool expects (``browse_dataset.py`` shows view 1);
+      ``WSSSDataPreProcessor`` splits the views again. The ``img_shape``
+      meta becomes the views' (H, W), since the crop leaves the pre-crop
+      shape in ``results``;
     - ``gt_class_labels`` becomes the float tensor data field
       ``data_sample.gt_class_labels`` of shape (num_fg_classes,);
     - ``gt_seg_map`` is dropped unless ``pack_seg_map=True``, so that pixel
@@ -55,7 +58,7 @@ class PackWSSSInputs(PackSegInputs):
             results (dict): Pipeline results.
 
         Returns:
-            dict: ``inputs`` ((3, H, W) or (V, 3, H, W) tensor) and
+            dict: ``inputs`` ((3, H, W), or (3V, H, W) for V views) and
             ``data_samples`` (``SegDataSample``).
 
         Raises:
@@ -78,7 +81,8 @@ class PackWSSSInputs(PackSegInputs):
 
         packed = super().transform(to_pack)
         if multi_view:
-            packed['inputs'] = torch.stack([_image_to_chw(v) for v in views])
+            packed['inputs'] = torch.cat([_image_to_chw(v) for v in views])
+            packed['data_samples'].set_metainfo(dict(num_views=len(views)))
         if 'gt_class_labels' in results:
             packed['data_samples'].set_data(
                 dict(gt_class_labels=torch.from_numpy(

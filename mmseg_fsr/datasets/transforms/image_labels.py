@@ -372,17 +372,24 @@ class GenerateImageLabels(BaseTransform):
         allow_empty (bool): Accept images without any foreground class.
             Defaults to False, since such images carry no training signal
             for a multi-label classifier and hint at a broken dataset.
+        optional (bool): Pass an image that has neither a mask nor labels
+            through without labels: a bare image at inference
+            (``inference_model``, ``MMSegInferencer`` drop
+            ``LoadAnnotations``), which the model segments with its decoder
+            alone. Defaults to False (training needs the labels).
     """
 
     def __init__(self,
                  num_classes: Optional[int] = None,
                  ignore_index: int = 255,
                  background_index: Optional[int] = 0,
-                 allow_empty: bool = False) -> None:
+                 allow_empty: bool = False,
+                 optional: bool = False) -> None:
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.background_index = background_index
         self.allow_empty = allow_empty
+        self.optional = optional
 
     def transform(self, results: dict) -> dict:
         """Add ``gt_class_labels`` to ``results``.
@@ -399,6 +406,9 @@ class GenerateImageLabels(BaseTransform):
         """
         source = results.get('seg_map_path') or results.get(
             'img_path', '<unknown image>')
+        if self.optional and not ({'gt_class_labels', 'gt_seg_map'} &
+                                  results.keys()):
+            return results
         num_classes = self.num_classes or results.get('num_classes')
         if num_classes is None:
             raise KeyError('GenerateImageLabels needs num_classes: give it, '
@@ -434,4 +444,4 @@ class GenerateImageLabels(BaseTransform):
         return (f'{self.__class__.__name__}(num_classes={self.num_classes}, '
                 f'ignore_index={self.ignore_index}, '
                 f'background_index={self.background_index}, '
-                f'allow_empty={self.allow_empty})')
+                f'allow_empty={self.allow_empty}, optional={self.optional})')

@@ -18,6 +18,18 @@ _MERGE_MODES = ('max', 'mean')
 # Fields the merge writes itself; every other data field of the first
 # augmented view (ground truth, CAM outputs) is carried over.
 _MERGED_FIELDS = ('seg_logits', 'seg_probs', 'pred_sem_seg')
+_LABEL_FIELDS = ('gt_sem_seg', 'gt_class_labels')
+
+
+def _unlabelled(sample: SegDataSample) -> SegDataSample:
+    """A view without labels: the merged sample keeps the first view's
+    labels and CAM outputs, so the segmentor runs its CAM pass for that view
+    alone instead of once per view."""
+    view = SegDataSample(metainfo=sample.metainfo)
+    for key in sample.keys():
+        if key not in _LABEL_FIELDS:
+            view.set_field(sample.get(key), key)
+    return view
 
 
 @MODELS.register_module()
@@ -122,10 +134,13 @@ class CRFSegTTAModel(SegTTAModel):
         jobs = []
         for i in range(num_images):
             views = [
-                self.module.test_step(
-                    {key: [value[j][i]]
-                     for key, value in data.items()})[0]
-                for j in range(num_augs)
+                self.module.test_step({
+                    'inputs': [data['inputs'][j][i]],
+                    'data_samples': [
+                        data['data_samples'][j][i] if j == 0 else
+                        _unlabelled(data['data_samples'][j][i])
+                    ]
+                })[0] for j in range(num_augs)
             ]
             jobs.append(self._merge_image(views))
         return [self._finish(*job) for job in jobs]

@@ -146,9 +146,13 @@ class WSSSSegmentor(EncoderDecoder):
                 inputs: Tensor,
                 data_samples: OptSampleList = None) -> SampleList:
         """Decoder segmentation, plus (``test_cfg.output_cams``) the CAM
-        label maps of ``CAMPseudoLabeller.add_predictions``."""
+        label maps of ``CAMPseudoLabeller.add_predictions`` for a batch with
+        image-level labels (or masks); a batch of bare images gets the
+        decoder's segmentation alone."""
         results = super().predict(inputs, data_samples)
-        if self.test_cfg.get('output_cams', False):
+        labelled = any({'gt_class_labels', 'gt_sem_seg'} & set(r.keys())
+                       for r in results)
+        if self.test_cfg.get('output_cams', False) and labelled:
             labels = stack_image_labels(results, self.num_classes,
                                         allow_empty=True)
             self.pseudo_labeller.add_predictions(
