@@ -27,8 +27,10 @@ val_dataloader = dict(
     num_workers=1, persistent_workers=False, dataset=dict(data_root=data_root))
 test_dataloader = val_dataloader
 
+# the top-level copy is the one mmengine gives the --tta model
+data_preprocessor = dict(test_cfg=dict(size_divisor=patch_size))
 model = dict(
-    data_preprocessor=dict(test_cfg=dict(size_divisor=patch_size)),
+    data_preprocessor=data_preprocessor,
     backbone=dict(
         img_size=(crop_size, crop_size),
         patch_size=patch_size,

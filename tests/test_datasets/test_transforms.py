@@ -158,6 +158,7 @@ def test_pack_views():
     assert packed['inputs'][3:].eq(2).all()
     assert packed['data_samples'].img_shape == (5, 7)
     assert packed['data_samples'].num_views == 2
+    assert packed['data_samples'].gt_sem_seg.data.eq(255).all()
     with pytest.raises(ValueError, match='same shape'):
         PackWSSSInputs()(_packable([views[0], np.zeros((4, 7, 3), np.uint8)]))
 
@@ -179,7 +180,9 @@ def test_two_view_pipeline_through_dataset(voc_root, prefixed):
         assert out['inputs'].shape == (6, 448, 448)
         assert out['inputs'].dtype == torch.uint8
         sample = out['data_samples']
-        assert 'gt_sem_seg' not in sample
+        # no pixel label: an all-ignore map of the views' size
+        assert sample.gt_sem_seg.shape == (448, 448)
+        assert sample.gt_sem_seg.data.eq(255).all()
         assert sample.gt_class_labels.shape == (20, )
         assert sample.gt_class_labels.sum() >= 1
         assert sample.img_shape == (448, 448)

@@ -33,13 +33,18 @@ class PackWSSSInputs(PackSegInputs):
     - ``gt_seg_map`` is dropped unless ``pack_seg_map=True``, so that pixel
       labels cannot reach the training losses by accident. Enable it only on
       splits where CAMs or predictions are evaluated (with views, the packed
-      mask is the uncropped one: ``MultiView`` only crops ``img``).
+      mask is the uncropped one: ``MultiView`` only crops ``img``). A
+      multi-view sample without it gets an all-``ignore_index``
+      ``gt_sem_seg`` of the views' size instead: no pixel label, but a
+      sample mmseg's visualiser can draw (``browse_dataset.py``).
 
     Args:
         meta_keys (Sequence[str]): Meta keys to collect, as in
             ``PackSegInputs``.
         pack_seg_map (bool): Pack ``gt_seg_map`` as ``gt_sem_seg``.
             Defaults to False.
+        ignore_index (int): Value of the label-free ``gt_sem_seg`` of
+            multi-view samples. Defaults to 255.
     """
 
     def __init__(self,
@@ -47,9 +52,11 @@ class PackWSSSInputs(PackSegInputs):
                      'img_path', 'seg_map_path', 'ori_shape', 'img_shape',
                      'pad_shape', 'scale_factor', 'flip', 'flip_direction',
                      'reduce_zero_label'),
-                 pack_seg_map: bool = False) -> None:
+                 pack_seg_map: bool = False,
+                 ignore_index: int = 255) -> None:
         super().__init__(meta_keys=meta_keys)
         self.pack_seg_map = pack_seg_map
+        self.ignore_index = ignore_index
 
     def transform(self, results: dict) -> dict:
         """Pack ``results`` into ``inputs`` and ``data_samples``.
@@ -78,6 +85,9 @@ class PackWSSSInputs(PackSegInputs):
                                  f'shape to be stacked, got {sorted(shapes)} '
                                  f'for {results.get("img_path")}')
             to_pack['img_shape'] = views[0].shape[:2]
+            if not self.pack_seg_map:
+                to_pack['gt_seg_map'] = np.full(
+                    views[0].shape[:2], self.ignore_index, dtype=np.uint8)
 
         packed = super().transform(to_pack)
         if multi_view:
@@ -92,4 +102,5 @@ class PackWSSSInputs(PackSegInputs):
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}(meta_keys={self.meta_keys}, '
-                f'pack_seg_map={self.pack_seg_map})')
+                f'pack_seg_map={self.pack_seg_map}, '
+                f'ignore_index={self.ignore_index})')
