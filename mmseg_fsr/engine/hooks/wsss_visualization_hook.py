@@ -58,6 +58,7 @@ class WSSSVisualizationHook(Hook):
         num_images (int): Panels per drawing, the batch's first images.
     """
 
+    # after the loss guard and the teacher update: draws the stepped model
     priority = 'LOW'
 
     def __init__(self, interval: int = 500, num_images: int = 2) -> None:
