@@ -9,6 +9,7 @@ Examples::
     python tools/train.py configs/fsr/<config>.py
     python tools/train.py configs/fsr/<config>.py --work-dir work_dirs/x \
         --cfg-options train_cfg.max_iters=100 train_dataloader.batch_size=2
+    python tools/train.py configs/fsr/<config>.py --tensorboard     # + TB
     python tools/train.py configs/fsr/<config>.py --resume          # latest
     python tools/train.py configs/fsr/<config>.py --resume path/iter_8000.pth
     bash tools/dist_train.sh configs/fsr/<config>.py 4              # 4 GPUs
@@ -100,6 +101,12 @@ def parse_args(argv=None):
         default=False,
         help='enable automatic-mixed-precision training')
     parser.add_argument(
+        '--tensorboard',
+        action='store_true',
+        help='also log to TensorBoard (needs tensorboard): adds '
+        'TensorboardVisBackend to visualizer.vis_backends, so scalars and '
+        'WSSSVisualizationHook panels go to <work_dir>/<timestamp>/vis_data')
+    parser.add_argument(
         '--data-root',
         help='run on another data folder of the same layout: sets data_root '
         'of every data loader\'s data set (--cfg-options data_root=... '
@@ -167,6 +174,11 @@ def main(argv=None):
                 f'`OptimWrapper` but got {optim_wrapper}.')
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.loss_scale = 'dynamic'
+
+    # TensorBoard besides the config's backends (--cfg-options cannot add
+    # a dict to a list)
+    if args.tensorboard:
+        cfg.visualizer.vis_backends.append(dict(type='TensorboardVisBackend'))
 
     # resume training
     if args.resume == 'auto':

@@ -66,5 +66,6 @@ custom_hooks = [
     dict(type='FSRTeacherHook', momentum=0.99, end_momentum=1.0),
     dict(type='NonFiniteLossGuardHook', max_loss=1e4),
     dict(type='DeterministicResumeHook'),
+    dict(type='WSSSVisualizationHook', interval=100, num_images=2),
 ]
 env_cfg = dict(dist_cfg=dict(backend='gloo'))

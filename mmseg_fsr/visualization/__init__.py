@@ -1,3 +1,7 @@
-from .cam_panel import colorize_label, draw_cam_panel, overlay_cam
+from .cam_panel import (TITLE_HEIGHT, add_title, colorize_label,
+                        draw_cam_panel, overlay_cam, overlay_mask)
 
-__all__ = ['colorize_label', 'draw_cam_panel', 'overlay_cam']
+__all__ = [
+    'TITLE_HEIGHT', 'add_title', 'colorize_label', 'draw_cam_panel',
+    'overlay_cam', 'overlay_mask'
+]

@@ -4,6 +4,9 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
+# pixels of the title strip above every panel tile
+TITLE_HEIGHT = 20
+
 
 def colorize_label(label: np.ndarray, palette: Sequence[Sequence[int]],
                    ignore_index: int = 255) -> np.ndarray:
@@ -40,15 +43,67 @@ def overlay_cam(image: np.ndarray, cam: np.ndarray,
     return cv2.addWeighted(image, 1 - alpha, heat, alpha, 0)
 
 
+def overlay_mask(image: np.ndarray, mask: np.ndarray,
+                 alpha: float = 0.6) -> np.ndarray:
+    """Darken the masked pixels of an image.
+
+    Args:
+        image (np.ndarray): BGR image, shape (H, W, 3), uint8.
+        mask (np.ndarray): Bool mask, shape (H, W), True = darkened.
+        alpha (float): How far masked pixels go towards black.
+
+    Returns:
+        np.ndarray: BGR image, shape (H, W, 3), uint8.
+    """
+    shaded = image.copy()
+    shaded[mask] = (image[mask] * (1 - alpha)).astype(np.uint8)
+    return shaded
+
+
+def add_title(tile: np.ndarray, title: str,
+              height: int = TITLE_HEIGHT) -> np.ndarray:
+    """Put a strip with a white title above a tile.
+
+    The font shrinks until the title fits the tile's width, so narrow tiles
+    keep their full title.
+
+    Args:
+        tile (np.ndarray): Image, shape (H, W, 3), uint8.
+        title (str): Text of the strip.
+        height (int): Strip height in pixels.
+
+    Returns:
+        np.ndarray: Shape (height + H, W, 3), uint8.
+    """
+    width = tile.shape[1]
+    strip = np.zeros((height, width, 3), dtype=np.uint8)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    (text_w, text_h), _ = cv2.getTextSize(title, font, 1.0, 1)
+    scale = min(0.5, (width - 4) / text_w, (height - 6) / text_h)
+    (text_w, text_h), _ = cv2.getTextSize(title, font, scale, 1)
+    origin = (max(2, (width - text_w) // 2), (height + text_h) // 2)
+    cv2.putText(strip, title, origin, font, scale, (255, 255, 255), 1,
+                cv2.LINE_AA)
+    return np.concatenate([strip, tile], axis=0)
+
+
 def draw_cam_panel(image: np.ndarray,
                    cams: np.ndarray,
                    img_labels: np.ndarray,
                    palette: Sequence[Sequence[int]],
+                   classes: Sequence[str],
+                   title: str = 'image',
                    cam_label: Optional[np.ndarray] = None,
+                   token_mask: Optional[np.ndarray] = None,
                    par_label: Optional[np.ndarray] = None,
                    prediction: Optional[np.ndarray] = None,
                    gt: Optional[np.ndarray] = None) -> np.ndarray:
-    """One row: image, CAM of each present class, then the label maps given.
+    """One titled row: image, CAM of each present class, then the maps given.
+
+    Every tile gets a title strip (:func:`add_title`): ``title`` over the
+    image, ``CAM <class>`` over each CAM, then ``CAM label``, ``token mask``
+    (masked tokens darkened), ``PAR label``, ``prediction`` and ``ground
+    truth``.
 
     Args:
         image (np.ndarray): BGR image, shape (H, W, 3), uint8.
@@ -56,20 +111,30 @@ def draw_cam_panel(image: np.ndarray,
             shape (C, H, W).
         img_labels (np.ndarray): Multi-hot image labels, shape (C,).
         palette (Sequence): RGB colour per class, background first.
+        classes (Sequence[str]): Class names, background first.
+        title (str): Title of the image tile, e.g. its file name.
         cam_label, par_label, prediction, gt (np.ndarray, optional): Label
-            maps (H, W) drawn in this order when given.
+            maps (H, W).
+        token_mask (np.ndarray, optional): Bool mask (H, W), True = masked.
 
     Returns:
-        np.ndarray: BGR panel, shape (H, W * n, 3), uint8.
+        np.ndarray: BGR panel, shape (TITLE_HEIGHT + H, W * n, 3), uint8,
+        for n tiles.
     """
-    tiles = [image]
-    tiles += [overlay_cam(image, cams[c]) for c in np.flatnonzero(img_labels)]
-    tiles += [
-        colorize_label(label, palette)
-        for label in (cam_label, par_label, prediction, gt)
-        if label is not None
-    ]
-    return np.concatenate(tiles, axis=1)
+    tiles = [(title, image)]
+    tiles += [(f'CAM {classes[c + 1]}', overlay_cam(image, cams[c]))
+              for c in np.flatnonzero(img_labels)]
+    if cam_label is not None:
+        tiles.append(('CAM label', colorize_label(cam_label, palette)))
+    if token_mask is not None:
+        tiles.append(('token mask', overlay_mask(image, token_mask)))
+    tiles += [(name, colorize_label(label, palette))
+              for name, label in (('PAR label', par_label),
+                                  ('prediction', prediction),
+                                  ('ground truth', gt))
+              if label is not None]
+    return np.concatenate([add_title(tile, name) for name, tile in tiles],
+                          axis=1)
 
 
 def save_cam_panels(model, dataloader, out_dir: str,
@@ -97,21 +162,24 @@ def save_cam_panels(model, dataloader, out_dir: str,
 
     mmengine.mkdir_or_exist(out_dir)
     palette = dataloader.dataset.metainfo['palette']
+    classes = dataloader.dataset.metainfo['classes']
     written = []
     with torch.no_grad():
         for batch in dataloader:
             for sample in model.test_step(batch):
                 image = cv2.imread(sample.img_path)
+                name = osp.splitext(osp.basename(sample.img_path))[0]
                 panel = draw_cam_panel(
                     image,
                     sample.pred_cams.data.cpu().numpy(),
                     sample.gt_class_labels.cpu().numpy(),
                     palette,
+                    classes,
+                    title=name,
                     cam_label=sample.pred_cam_label.data[0].cpu().numpy(),
                     par_label=sample.pred_par_label.data[0].cpu().numpy(),
                     prediction=sample.pred_sem_seg.data[0].cpu().numpy(),
                     gt=sample.gt_sem_seg.data[0].cpu().numpy())
-                name = osp.splitext(osp.basename(sample.img_path))[0]
                 path = osp.join(out_dir, f'{name}.png')
                 cv2.imwrite(path, panel)
                 written.append(path)

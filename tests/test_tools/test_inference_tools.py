@@ -16,12 +16,12 @@ from mmengine.runner import Runner
 from mmseg.registry import DATASETS, MODELS
 from PIL import Image
 
+from mmseg_fsr.apis.cam_inference import (
+    build_cam_model, build_split_loader, crf_cam_label, split_dataset_cfg)
 from mmseg_fsr.models.utils.dense_crf import read_rgb_image
 from mmseg_fsr.testing import tiny_fsr_config
-from mmseg_fsr.apis.cam_inference import (build_cam_model,
-                                           build_split_loader,
-                                           crf_cam_label, split_dataset_cfg)
 from mmseg_fsr.utils.config_utils import set_data_root
+from mmseg_fsr.visualization import TITLE_HEIGHT
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 # every FSR config's --tta is the paper's recipe
@@ -193,8 +193,12 @@ def test_visualize_cams_named_images(run, tmp_path, data_root):
     ])
     assert [osp.basename(p) for p in written] == [f'{n}.png' for n in names]
     panel = np.array(Image.open(written[0]))
-    # image + >= 1 CAM + CAM label + PAR label + prediction + ground truth
-    assert panel.shape[0] == 64 and panel.shape[1] >= 6 * 64
+    # a title strip over: image + >= 1 CAM + CAM label + PAR label +
+    # prediction + ground truth
+    assert panel.shape[0] == TITLE_HEIGHT + 64
+    assert panel.shape[1] % 64 == 0 and panel.shape[1] >= 6 * 64
+    titles = np.split(panel[:TITLE_HEIGHT], panel.shape[1] // 64, axis=1)
+    assert all((title > 128).sum() > 10 for title in titles)
 
 
 @pytest.mark.parametrize('config', SECOND_STAGE)

@@ -2,7 +2,9 @@
 
 One PNG per image in ``--out-dir``: the image, the CAM of every class in
 its image-level label, then the CAM label, the PAR-refined pseudo label,
-the decoder's prediction and the ground truth (white = ignore).
+the decoder's prediction and the ground truth (white = ignore), each under
+a title strip (the image name, ``CAM <class>``, ...). Training draws the
+same panels with ``WSSSVisualizationHook``.
 
 Examples::
 
@@ -65,8 +67,8 @@ def main(argv=None) -> list:
     """Draw the panels; returns the paths written."""
     args = parse_args(argv)
     _import_plugin()
-    from mmseg_fsr.apis.cam_inference import (build_split_loader,
-                                               load_model_and_split)
+    from mmseg_fsr.apis.cam_inference import (
+        build_split_loader, load_model_and_split)
     from mmseg_fsr.visualization.cam_panel import save_cam_panels
 
     model, dataset = load_model_and_split(args.config, args.checkpoint,

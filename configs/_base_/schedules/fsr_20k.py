@@ -59,6 +59,10 @@ custom_hooks = [
     dict(type='NonFiniteLossGuardHook', max_loss=1e4),
     # random draws as a function of (seed, iteration, rank): exact resume
     dict(type='DeterministicResumeHook'),
+    # panels (image, CAM per class, token mask, PAR label, prediction) of 2
+    # training images to every visualizer backend: <work_dir>/<time>/
+    # vis_data/vis_image by default; TensorBoard: docs/visualization.md
+    dict(type='WSSSVisualizationHook', interval=500, num_images=2),
 ]
 randomness = dict(seed=0)
 # 4 GPUs x 2 images; scale the lr with --auto-scale-lr on other setups.

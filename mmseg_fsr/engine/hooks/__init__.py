@@ -5,9 +5,10 @@ from .non_finite_loss_guard_hook import (LossExplosionError,
                                          NonFiniteLossGuardHook,
                                          NonFiniteWeightsError,
                                          TrainingDivergedError)
+from .wsss_visualization_hook import WSSSVisualizationHook
 
 __all__ = [
     'DeterministicResumeHook', 'FSRTeacherHook', 'LossExplosionError',
     'NonFiniteLossError', 'NonFiniteLossGuardHook', 'NonFiniteWeightsError',
-    'TrainingDivergedError'
+    'TrainingDivergedError', 'WSSSVisualizationHook'
 ]

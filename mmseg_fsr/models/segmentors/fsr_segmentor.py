@@ -2,6 +2,7 @@
 from typing import Dict, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from mmseg.registry import MODELS
 from mmseg.utils import OptConfigType, SampleList
 from torch import Tensor
@@ -85,6 +86,24 @@ class FSRSegmentor(WSSSSegmentor):
     def update_teacher(self, momentum: float) -> None:
         """EMA step of the teacher (``FSRTeacherHook`` calls it)."""
         self.teacher.momentum_update(self._students(), momentum)
+
+    @torch.no_grad()
+    def training_maps(self, images: Tensor,
+                      img_labels: Tensor) -> Dict[str, Tensor]:
+        """:meth:`WSSSSegmentor.training_maps`, plus (with FSR losses)
+        ``token_mask``, (B, H, W) bool: the tokens the mask neck would mask
+        in this view at the current iteration, from its multi-scale
+        auxiliary CAM (random during the neck's warm-up)."""
+        maps = super().training_maps(images, img_labels)
+        if self.with_fsr:
+            grid = [s // self.backbone.patch_size for s in images.shape[-2:]]
+            uses_cam = self.mask_neck.uses_cam(self.cur_iter, self.max_iters)
+            mask = self.mask_neck(maps['aux_cams'] if uses_cam else None,
+                                  img_labels, grid)
+            maps['token_mask'] = F.interpolate(
+                mask.view(-1, 1, *grid).float(), size=images.shape[-2:],
+                mode='nearest')[:, 0].bool()
+        return maps
 
     def loss(self, inputs: Tensor, data_samples: SampleList) -> dict:
         """All training losses from image-level labels (Figure 2).

@@ -1,6 +1,7 @@
 """Single-stage WSSS from image-level labels: the ToCo parts FSR builds on."""
 from typing import Dict, Optional, Tuple
 
+import torch
 from mmengine.structures import PixelData
 from mmseg.models.segmentors import EncoderDecoder
 from mmseg.models.utils import resize
@@ -141,6 +142,34 @@ class WSSSSegmentor(EncoderDecoder):
             aux_cams[:len(student.final)], labels, student.final.shape[-2:])
         return {self.affinity_loss.loss_name:
                 self.affinity_loss(student.final, token_labels)}
+
+    @torch.no_grad()
+    def training_maps(self, images: Tensor,
+                      img_labels: Tensor) -> Dict[str, Tensor]:
+        """What training derives from one view, to look at.
+
+        Runs in the model's current mode; ``WSSSVisualizationHook`` calls it
+        in eval mode.
+
+        Args:
+            images (Tensor): Normalised images of one view, (B, 3, H, W).
+            img_labels (Tensor): Multi-hot labels, (B, C).
+
+        Returns:
+            dict[str, Tensor]: ``cams`` and ``aux_cams``, the multi-scale
+            final and auxiliary CAMs in [0, 1], (B, C, H, W);
+            ``pseudo_label``, the decoder's PAR-refined target (ignore band
+            included), and ``prediction``, the decoder's argmax, (B, H, W).
+        """
+        cams, aux_cams = self.pseudo_labeller.multi_scale_cams(
+            self.backbone, self.cam_head, images)
+        pseudo = self.pseudo_labeller.pseudo_labels(
+            to_8bit_rgb(images, *self.data_preprocessor.mean_std()), cams,
+            img_labels)
+        logits = self.encode_decode(
+            images, [dict(img_shape=images.shape[-2:])] * len(images))
+        return dict(cams=cams, aux_cams=aux_cams, pseudo_label=pseudo,
+                    prediction=logits.argmax(1))
 
     def predict(self,
                 inputs: Tensor,
