@@ -13,15 +13,17 @@ What is written (``--source``):
   on (``pred_par_label``): CAM scores above ``high_thr`` are foreground,
   at or below ``low_thr`` background, the band between is 255;
 - ``cam``: the CAM label (``pred_cam_label``): best image class where its
-  CAM exceeds ``test_cfg.cam_bg_thr``, else background; no 255;
+  CAM exceeds ``pseudo_labeller.eval_bg_thr``, else background; no 255;
 - ``--crf`` (implies ``cam``): a dense CRF on the CAMs of the image's own
-  classes with a constant background score ``test_cfg.cam_bg_thr`` in
-  front, the scores divided by their per-pixel sum as probabilities (see
+  classes with a constant background score ``pseudo_labeller.eval_bg_thr``
+  in front, the scores divided by their per-pixel sum as probabilities (see
   ``mmseg_fsr.apis.cam_inference.crf_cam_label``); FSR's test CRF
   settings; no 255.
 
 Image-level labels come from the split's masks (``GenerateImageLabels``)
-or the data set's ``img_label_file``.
+or the data set's ``img_label_file``. When the split's masks exist, the
+written labels are read back and scored against them (mIoU, aAcc), as
+``PseudoLabelMetric`` scores them during validation.
 
 Examples::
 
@@ -41,6 +43,7 @@ import sys
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
+from typing import Optional
 
 
 def _import_plugin() -> None:
@@ -92,7 +95,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         nargs='+',
         action=DictAction,
         help='override config settings, xxx=yyy (e.g. '
-        'model.test_cfg.cam_bg_thr=0.5)')
+        'model.pseudo_labeller.eval_bg_thr=0.45)')
     args = parser.parse_args(argv)
     if args.crf and args.source == 'par':
         parser.error('--crf refines the CAM: it cannot be used with '
@@ -101,7 +104,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> Optional[dict]:
+    """Export (and score) the pseudo labels.
+
+    Returns:
+        dict, optional: ``score_label_files``' mIoU / aAcc of the written
+        labels; None without masks.
+    """
     args = parse_args(argv)
     _import_plugin()
     import mmengine
@@ -111,7 +120,8 @@ def main(argv=None) -> None:
     from mmseg_fsr.apis.cam_inference import (build_split_loader,
                                                export_crf_cam_label,
                                                load_model_and_split,
-                                               save_label_png)
+                                               save_label_png,
+                                               score_label_files)
 
     model, dataset = load_model_and_split(args.config, args.checkpoint,
                                           args.split, args.cfg_options,
@@ -119,8 +129,8 @@ def main(argv=None) -> None:
     palette = dataset.metainfo['palette']
     loader = build_split_loader(dataset, args.num_workers)
     mmengine.mkdir_or_exist(args.out_dir)
-    # FSRSegmentor's CAM-label threshold (and its default).
-    bg_score = model.test_cfg.get('cam_bg_thr', 0.45)
+    # the background score of the CAM labels
+    bg_score = model.pseudo_labeller.eval_bg_thr
     label_key = f'pred_{args.source}_label'
 
     progress = ProgressBar(len(dataset))
@@ -155,6 +165,13 @@ def main(argv=None) -> None:
             progress.update()
     print(f'\n{len(dataset)} pseudo labels ({args.source}'
           f'{" + CRF" if args.crf else ""}) written to {args.out_dir}')
+    scores = score_label_files(dataset, args.out_dir)
+    if scores is None:
+        print('no ground-truth masks for this split: labels not scored')
+    else:
+        print(f'written labels against the masks of {scores["num_images"]} '
+              f'images: mIoU {scores["mIoU"]:.2f}, aAcc {scores["aAcc"]:.2f}')
+    return scores
 
 
 if __name__ == '__main__':

@@ -5,13 +5,16 @@ loader over a whole split whose samples carry image-level labels and
 ground truth, and turns CAMs into label PNGs (optionally CRF-refined).
 """
 import copy
+import os.path as osp
 from typing import Optional, Sequence
 
 import numpy as np
+import torch
 import torch.nn as nn
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner, load_checkpoint
+from mmseg.evaluation.metrics import IoUMetric
 from mmseg.registry import MODELS
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
@@ -203,3 +206,41 @@ def load_model_and_split(config: str,
     model = build_cam_model(cfg, checkpoint, device)
     dataset = DATASETS.build(split_dataset_cfg(cfg, split))
     return model, dataset
+
+
+def score_label_files(dataset: Dataset, label_dir: str) -> Optional[dict]:
+    """mIoU of the label PNGs in ``label_dir`` against the split's masks.
+
+    Scores what an export wrote, read back from disk, as
+    ``PseudoLabelMetric`` scores labels in memory: ignored (255) pixels of a
+    label count as wrong wherever the mask is valid.
+
+    Args:
+        dataset (Dataset): The exported split; its ``seg_map_path`` masks.
+        label_dir (str): Folder of ``<image name>.png`` labels.
+
+    Returns:
+        dict, optional: ``mIoU``, ``aAcc`` (%) and ``num_images``; None when
+        the split has no masks on disk (e.g. a test split).
+    """
+    num_classes = len(dataset.metainfo['classes'])
+    areas = []
+    for index in range(len(dataset)):
+        info = dataset.get_data_info(index)
+        mask_path = info.get('seg_map_path')
+        if not mask_path or not osp.isfile(mask_path):
+            return None
+        name = osp.splitext(osp.basename(info['img_path']))[0]
+        label = np.array(Image.open(osp.join(label_dir, f'{name}.png')))
+        mask = np.array(Image.open(mask_path))
+        areas.append(
+            IoUMetric.intersect_and_union(
+                torch.from_numpy(label.astype(np.int64)),
+                torch.from_numpy(mask.astype(np.int64)), num_classes,
+                IGNORE_INDEX))
+    if not areas:
+        return None
+    totals = [sum(area[i] for area in areas) for i in range(4)]
+    metrics = IoUMetric.total_area_to_metrics(*totals, metrics=['mIoU'])
+    return dict(mIoU=float(np.nanmean(metrics['IoU']) * 100),
+                aAcc=float(metrics['aAcc'] * 100), num_images=len(areas))

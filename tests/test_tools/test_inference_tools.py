@@ -18,6 +18,7 @@ from PIL import Image
 
 from mmseg_fsr.apis.cam_inference import (
     build_cam_model, build_split_loader, crf_cam_label, split_dataset_cfg)
+from mmseg_fsr.evaluation.metrics import PseudoLabelMetric
 from mmseg_fsr.models.utils.dense_crf import read_rgb_image
 from mmseg_fsr.testing import tiny_fsr_config
 from mmseg_fsr.utils.config_utils import set_data_root
@@ -123,11 +124,19 @@ def test_test_tool_tta_crf(run, tmp_path):
 def test_export_par_labels_round_trip(run, val_outputs, tmp_path):
     config, checkpoint, _ = run
     out_dir = tmp_path / 'par'
-    load_tool('tools/export_pseudo_labels.py').main([
+    scores = load_tool('tools/export_pseudo_labels.py').main([
         config, checkpoint, '--split', 'val', '--out-dir',
         str(out_dir), '--num-workers', '0'
     ])
     outputs, dataset = val_outputs
+    # what was written scores as PseudoLabelMetric scores the model's labels
+    metric = PseudoLabelMetric(pred_key='pred_par_label')
+    metric.dataset_meta = dataset.metainfo
+    metric.process({}, [s.to_dict() for s in outputs.values()])
+    expected = metric.compute_metrics(metric.results)
+    assert scores['num_images'] == len(outputs)
+    assert scores['mIoU'] == pytest.approx(expected['mIoU'], abs=0.01)
+    assert scores['aAcc'] == pytest.approx(expected['aAcc'], abs=0.01)
     assert sorted(os.listdir(out_dir)) == sorted(f'{n}.png' for n in outputs)
     palette = np.asarray(dataset.metainfo['palette']).reshape(-1)
     for name, sample in outputs.items():
@@ -161,7 +170,7 @@ def test_export_cam_and_crf_labels(run, val_outputs, tmp_path):
         img_labels = sample.gt_class_labels.numpy()
         expected = crf_cam_label(
             read_rgb_image(sample.img_path), sample.pred_cams.data.numpy(),
-            img_labels, cfg.model.test_cfg.get('cam_bg_thr', 0.45))
+            img_labels, cfg.model.pseudo_labeller.eval_bg_thr)
         np.testing.assert_array_equal(crf_label, expected)
         # only background and the image's own classes
         allowed = {0} | set((np.flatnonzero(img_labels) + 1).tolist())
