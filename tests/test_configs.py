@@ -149,3 +149,23 @@ def test_coco_paper_config_trains_one_iteration(coco_layout, tmp_path):
                                                      aff=0.15)
     dataset = one_paper_iteration(cfg, coco_layout, tmp_path)
     assert len(dataset.metainfo['classes']) == 81
+
+
+def test_every_config_has_a_model_zoo_row():
+    """configs/fsr/README.md: one row per config, with a paper and an
+    "ours" cell."""
+    with open(osp.join(CONFIG_DIR, 'fsr', 'README.md')) as f:
+        readme = f.read()
+    zoo = readme[readme.index('## Results and models'):]
+    zoo = zoo[:zoo.index('\n### ')]
+    rows = [line for line in zoo.splitlines() if line.startswith('| [')]
+    linked = sorted(row.split('](', 1)[1].split(')', 1)[0] for row in rows)
+    expected = sorted(
+        osp.relpath(p, osp.join(CONFIG_DIR, 'fsr')) for p in FSR_CONFIGS)
+    assert linked == expected
+    header = zoo.splitlines()[[
+        i for i, line in enumerate(zoo.splitlines()) if line.startswith('| ')
+    ][0]]
+    assert 'paper' in header and header.rstrip(' |').endswith('ours')
+    for row in rows:
+        assert row.count('|') == header.count('|'), row
