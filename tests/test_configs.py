@@ -145,8 +145,8 @@ def test_coco_paper_config_trains_one_iteration(coco_layout, tmp_path):
     assert cfg.model.decode_head.num_classes == 81
     assert cfg.model.pseudo_labeller.high_thr == 0.65
     # the decoder from 8k, the affinity loss from 12k (of 80k)
-    assert dict(cfg.model.loss_start_iters) == dict(fsr=0, seg=0.1,
-                                                     aff=0.15)
+    assert dict(cfg.model.loss_start_iters) == dict(
+        fsr=0, seg=0.1, aff=0.15)
     dataset = one_paper_iteration(cfg, coco_layout, tmp_path)
     assert len(dataset.metainfo['classes']) == 81
 

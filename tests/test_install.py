@@ -83,8 +83,8 @@ def test_tool_help(tool):
     out = run([sys.executable, REPO / 'tools' / tool, '--help'], cwd=REPO)
     for flag in ('--cfg-options', '--work-dir', '--launcher'):
         assert flag in out
-    extra = ('--resume', '--amp') if tool == 'train.py' else ('--tta', '--out',
-                                                             '--show-dir')
+    extra = (('--resume', '--amp') if tool == 'train.py' else
+             ('--tta', '--out', '--show-dir'))
     for flag in extra:
         assert flag in out
 

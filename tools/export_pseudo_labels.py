@@ -118,10 +118,10 @@ def main(argv=None) -> Optional[dict]:
     from mmengine.utils import ProgressBar
 
     from mmseg_fsr.apis.cam_inference import (build_split_loader,
-                                               export_crf_cam_label,
-                                               load_model_and_split,
-                                               save_label_png,
-                                               score_label_files)
+                                              export_crf_cam_label,
+                                              load_model_and_split,
+                                              save_label_png,
+                                              score_label_files)
 
     model, dataset = load_model_and_split(args.config, args.checkpoint,
                                           args.split, args.cfg_options,

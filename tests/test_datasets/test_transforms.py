@@ -137,8 +137,8 @@ def test_pack_single_view():
     results = _packable(img)
     packed = PackWSSSInputs()(results)
     assert packed['inputs'].shape == (3, 6, 8)
-    assert torch.equal(packed['inputs'], torch.from_numpy(img).permute(2, 0,
-                                                                     1))
+    assert torch.equal(packed['inputs'],
+                       torch.from_numpy(img).permute(2, 0, 1))
     sample = packed['data_samples']
     assert 'gt_sem_seg' not in sample
     assert sample.gt_class_labels.dtype == torch.float32

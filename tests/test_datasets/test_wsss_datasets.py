@@ -115,12 +115,13 @@ def test_voc_missing_paths_are_named(voc_root, tmp_path, lazy_init):
                        match=f'data_root.*{re.escape(missing_root)}'):
         _voc(missing_root, lazy_init=lazy_init)
     with pytest.raises(FileNotFoundError, match='image directory.*JPEGImagez'):
-        _voc(voc_root, data_prefix=dict(img_path='JPEGImagez',
-                                         seg_map_path='SegmentationClass'),
+        _voc(voc_root,
+             data_prefix=dict(
+                 img_path='JPEGImagez', seg_map_path='SegmentationClass'),
              lazy_init=lazy_init)
     with pytest.raises(FileNotFoundError, match='mask directory.*SegClass'):
-        _voc(voc_root, data_prefix=dict(img_path='JPEGImages',
-                                         seg_map_path='SegClass'),
+        _voc(voc_root,
+             data_prefix=dict(img_path='JPEGImages', seg_map_path='SegClass'),
              lazy_init=lazy_init)
     with pytest.raises(FileNotFoundError, match='ann_file.*train_aug.txt'):
         _voc(voc_root, ann_file='ImageSets/Segmentation/train_aug.txt',

@@ -347,7 +347,7 @@ def test_final_cam_only_once_the_decoder_starts(monkeypatch):
             loss_start_iters=starts,
             mask_neck=dict(random_warmup_ratio=0.0)).train()
         cam_calls = count_calls(monkeypatch, model.pseudo_labeller,
-                            'multi_scale_cams')
+                                'multi_scale_cams')
         last_layer_rows = []
         model.backbone.layers[-1].register_forward_hook(
             lambda module, args, out: last_layer_rows.append(args[0].shape[0]))

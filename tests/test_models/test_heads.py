@@ -251,8 +251,8 @@ def test_wsss_preprocessor_multi_view_no_conversion():
     pre = WSSSDataPreProcessor(mean=[0., 0., 0.], std=[1., 1., 1.])
     data = _multi_view_batch([(2, 3, 4, 4)] * 2)
     out = pre(copy.deepcopy(data), training=True)
-    assert torch.equal(out['inputs'],
-                       torch.stack(data['inputs']).float().unflatten(1, (2, 3)))
+    expected = torch.stack(data['inputs']).float().unflatten(1, (2, 3))
+    assert torch.equal(out['inputs'], expected)
 
 
 @pytest.mark.parametrize('shapes', [

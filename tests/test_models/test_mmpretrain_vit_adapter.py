@@ -25,12 +25,15 @@ def explicit_example(tmp_path) -> str:
         text = f.read()
     block = text.split('<!-- explicit-config -->\n```python\n')[1]
     block = block.split('```')[0]
-    paper = osp.join(REPO, 'configs/fsr/fsr_vit-b16_4xb2-20k_voc12aug-448x448.py')
+    paper = osp.join(REPO,
+                     'configs/fsr/fsr_vit-b16_4xb2-20k_voc12aug-448x448.py')
     path = tmp_path / 'explicit.py'
     path.write_text(
         block.replace("'../fsr_vit-b16_4xb2-20k_voc12aug-448x448.py'",
                       repr(paper)))
     return str(path)
+
+
 TINY_ARCH = dict(
     embed_dims=32, num_layers=3, num_heads=2, feedforward_channels=64)
 CROP, PATCH = 32, 8

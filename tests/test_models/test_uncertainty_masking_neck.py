@@ -39,11 +39,13 @@ def _neck(**kwargs):
     return MODELS.build(dict(type='UncertaintyMaskingNeck', **kwargs))
 
 
-@pytest.mark.parametrize('ratio, rounding, k', [(0.4, 'ceil', 10),
-                                               (0.3, 'ceil', 8),
-                                               (0.3, 'floor', 7),
-                                               (0.99, 'floor', 24),
-                                               (0.99, 'ceil', 25)])
+@pytest.mark.parametrize('ratio, rounding, k', [
+    (0.4, 'ceil', 10),
+    (0.3, 'ceil', 8),
+    (0.3, 'floor', 7),
+    (0.99, 'floor', 24),
+    (0.99, 'ceil', 25),
+])
 def test_k_rounds_tokens_times_ratio(ratio, rounding, k):
     """k = ceil(25 r) (authors) or floor(25 r) (paper) on a 5x5 grid."""
     neck = _neck(mask_ratio=ratio, block_size=16,

@@ -236,7 +236,8 @@ def test_every_global_in_runner_checkpoints_is_allowlisted(trained):
     assert 'iter_2.pth' in files and any(f.startswith('best_') for f in files)
     for f in files:
         path = osp.join(trained['work_dir'], f)
-        unsafe = set(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+        unsafe = set(
+            torch.serialization.get_unsafe_globals_in_checkpoint(path))
         assert unsafe <= names, unsafe - names
         ckpt = torch.load(path, map_location='cpu', weights_only=True)
         hub = ckpt['message_hub']
