@@ -14,6 +14,7 @@ import sys
 import numpy as np
 from mmengine.config import Config
 from mmengine.runner import Runner
+from mmseg.registry import RUNNERS
 from PIL import Image
 
 import mmseg_fsr  # noqa: F401  (registers the modules)
@@ -67,8 +68,11 @@ def main() -> int:
     set_data_root(cfg, args.data_root)
     cfg.work_dir = args.work_dir
     if args.max_iters:
-        cfg.train_cfg.max_iters = cfg.train_cfg.val_interval = args.max_iters
-    runner = Runner.from_cfg(cfg)
+        # the config's fractions (schedule, loss starts, validation and
+        # checkpoint intervals) scale with it
+        cfg.train_cfg.max_iters = args.max_iters
+    runner = (RUNNERS.build(cfg)
+              if 'runner_type' in cfg else Runner.from_cfg(cfg))
     runner.train()
     metrics = runner.test()
     baseline = all_background_miou(runner.test_dataloader.dataset)

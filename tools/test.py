@@ -157,6 +157,7 @@ def main(argv=None):
     _import_plugin()
     from mmengine.config import Config
     from mmengine.runner import Runner
+    from mmseg.registry import RUNNERS
 
     # load config
     cfg = Config.fromfile(args.config)
@@ -200,7 +201,10 @@ def main(argv=None):
         evaluators[0]['keep_results'] = True
 
     # build the runner from config
-    runner = Runner.from_cfg(cfg)
+    if 'runner_type' not in cfg:
+        runner = Runner.from_cfg(cfg)
+    else:
+        runner = RUNNERS.build(cfg)
 
     # start testing
     runner.test()

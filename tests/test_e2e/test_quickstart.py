@@ -30,3 +30,10 @@ def test_quickstart_short_run(synthetic_voc, tmp_path, monkeypatch):
         assert 0 <= summary[key] <= 100, key
     panels = sorted((work_dir / 'cam_panels').glob('*.png'))
     assert len(panels) == 2
+    # the recipe's shape at 6 iterations: checkpoints every half, one val
+    assert sorted(p.name for p in work_dir.glob('iter_*.pth')) == [
+        'iter_3.pth', 'iter_6.pth'
+    ]
+    logs = list(work_dir.glob('*/*.log'))
+    assert len(logs) == 1
+    assert logs[0].read_text().count('Iter(val) [') == 1
