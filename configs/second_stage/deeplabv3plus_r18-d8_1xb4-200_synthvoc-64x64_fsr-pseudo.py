@@ -3,9 +3,9 @@
 # of the synthetic VOC-layout data (tools/dataset_converters/
 # make_synthetic_voc.py, tools/quickstart.py). Same data set types,
 # transforms and optimiser as the DeepLabV3+ R-101 second-stage config; only
-# sizes, the schedule and data_root differ. No weights are downloaded. About
-# a minute and a half on 2 CPU cores, validation included (docs/inference.md
-# gives the whole recipe).
+# sizes, the schedule and data_root differ. No weights are downloaded. 45 s
+# on 2 CPU cores, validation included (docs/second_stage.md gives the whole
+# recipe).
 _base_ = ['./deeplabv3plus_r101-d8_4xb4-20k_voc12aug-512x512_fsr-pseudo.py']
 
 data_root = 'data/synthetic_voc'
