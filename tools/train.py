@@ -81,6 +81,24 @@ def init_cpu_distributed(cfg) -> bool:
     return True
 
 
+AMP_NEEDS_GPU = (
+    '--amp needs a GPU: mmengine\'s AmpOptimWrapper (fp16 autocast with loss '
+    'scaling) runs on CUDA, NPU, MLU or MUSA devices only, and none is '
+    'available. On CPU, train in fp32: the same command without --amp. '
+    '(bf16 autocast on CPU is only benchmarked, not trained: '
+    'tools/analysis_tools/benchmark_train.py --amp bf16, see '
+    'docs/benchmark.md.)')
+
+
+def amp_device_available() -> bool:
+    """Whether mmengine's ``AmpOptimWrapper`` can be built here (the devices
+    its constructor asserts)."""
+    from mmengine.device import (is_cuda_available, is_mlu_available,
+                                 is_musa_available, is_npu_available)
+    return (is_cuda_available() or is_npu_available() or is_mlu_available()
+            or is_musa_available())
+
+
 def parse_args(argv=None):
     from mmengine.config import DictAction
 
@@ -99,7 +117,9 @@ def parse_args(argv=None):
         '--amp',
         action='store_true',
         default=False,
-        help='enable automatic-mixed-precision training')
+        help='enable automatic-mixed-precision training (fp16, mmengine\'s '
+        'AmpOptimWrapper): needs a GPU (or NPU, MLU, MUSA); without one, '
+        'train in fp32 without --amp')
     parser.add_argument(
         '--tensorboard',
         action='store_true',
@@ -130,6 +150,8 @@ def parse_args(argv=None):
     # torchrun sets the LOCAL_RANK environment variable instead.
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
+    if args.amp and not amp_device_available():
+        parser.error(AMP_NEEDS_GPU)
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args

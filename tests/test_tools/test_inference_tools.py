@@ -6,6 +6,8 @@ import importlib.util
 import json
 import os
 import os.path as osp
+import socket
+from urllib.error import URLError
 
 import numpy as np
 import pytest
@@ -35,6 +37,8 @@ SECOND_STAGE = [
     'segformer_mit-b1_4xb4-20k_voc12aug-512x512_fsr-pseudo.py',
 ]
 PSEUDO_DIR = 'FSRPseudoLabels'  # the second-stage configs' folder
+TINY_SECOND_STAGE = ('configs/second_stage/deeplabv3plus_r18-d8_1xb4-200_'
+                     'synthvoc-64x64_fsr-pseudo.py')
 
 
 def load_tool(rel_path):
@@ -210,17 +214,35 @@ def test_visualize_cams_named_images(run, tmp_path, data_root):
     assert all((title > 128).sum() > 10 for title in titles)
 
 
-@pytest.mark.parametrize('config', SECOND_STAGE)
-def test_second_stage_trains_on_exported_labels(config, run, data_root,
-                                                tmp_path):
+@pytest.fixture(scope='module')
+def pseudo_dir(run, data_root):
+    """The tiny FSR model's PAR labels of train_aug, where the second-stage
+    configs read them."""
     fsr_config, checkpoint, _ = run
-    pseudo_dir = osp.join(data_root, PSEUDO_DIR)
-    if not osp.isdir(pseudo_dir):
-        load_tool('tools/export_pseudo_labels.py').main([
-            fsr_config, checkpoint, '--split', 'train', '--out-dir',
-            pseudo_dir, '--num-workers', '0'
-        ])
+    out_dir = osp.join(data_root, PSEUDO_DIR)
+    load_tool('tools/export_pseudo_labels.py').main([
+        fsr_config, checkpoint, '--split', 'train', '--out-dir', out_dir,
+        '--num-workers', '0'
+    ])
+    return out_dir
 
+
+@pytest.fixture
+def no_network(monkeypatch, tmp_path):
+    """Offline: every connection fails, and an empty torch cache cannot
+    serve a download."""
+
+    def refuse(*args, **kwargs):
+        raise OSError('network access in an offline test')
+
+    monkeypatch.setattr(socket.socket, 'connect', refuse)
+    monkeypatch.setattr(socket, 'create_connection', refuse)
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
+
+
+@pytest.mark.parametrize('config', SECOND_STAGE)
+def test_second_stage_trains_on_exported_labels(config, pseudo_dir,
+                                                data_root, tmp_path):
     init_default_scope('mmseg')
     cfg = Config.fromfile(osp.join(REPO, config))
     set_data_root(cfg, data_root)
@@ -274,3 +296,62 @@ def shrink_second_stage(cfg, crop):
         model.backbone.update(
             embed_dims=8, num_heads=[1, 1, 1, 1], num_layers=[1, 1, 1, 1])
         model.decode_head.update(in_channels=[8, 8, 8, 8], channels=8)
+
+
+def test_tiny_second_stage_trains_offline(pseudo_dir, data_root, tmp_path,
+                                          no_network):
+    """The CPU second-stage config as it is, short: train on the exported
+    labels, validate on the real masks, download nothing."""
+    init_default_scope('mmseg')
+    cfg = Config.fromfile(osp.join(REPO, TINY_SECOND_STAGE))
+    set_data_root(cfg, data_root)
+    cfg.work_dir = str(tmp_path)
+    cfg.train_cfg.update(max_iters=2, val_interval=2)
+    cfg.train_dataloader.update(
+        batch_size=2, num_workers=0, persistent_workers=False)
+    cfg.val_dataloader.num_workers = 0
+    cfg.default_hooks.checkpoint.interval = 2
+    cfg.log_level = 'WARNING'
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    assert runner.iter == 2
+    assert runner.train_dataloader.dataset.get_data_info(0)[
+        'seg_map_path'].startswith(pseudo_dir)
+    assert np.isfinite(
+        runner.message_hub.get_scalar('train/loss').current())
+    assert 0 <= runner.message_hub.get_scalar('val/mIoU').current() <= 100
+    assert osp.isfile(osp.join(tmp_path, 'iter_2.pth'))
+
+
+@pytest.mark.parametrize('config', SECOND_STAGE)
+@pytest.mark.parametrize('weights', [None, 'stock', 'local'])
+def test_second_stage_offline_overrides(config, weights, no_network,
+                                        tmp_path):
+    """docs/second_stage.md's offline --cfg-options: no weights, or a local
+    file; the stock configs download (and fail here)."""
+    key = ('model.pretrained' if 'deeplabv3plus' in config else
+           'model.backbone.init_cfg' + ('.checkpoint' if weights else ''))
+    local = str(tmp_path / 'backbone.pth')
+    options = {
+        None: ['--cfg-options', f'{key}=None'],
+        'stock': [],
+        'local': ['--cfg-options', f'{key}={local}'],
+    }[weights]
+    args = load_tool('tools/train.py').parse_args(
+        [osp.join(REPO, config)] + options)
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    init_default_scope('mmseg')
+    model = MODELS.build(cfg.model)
+    name = 'stem.0.weight' if 'deeplabv3plus' in config else \
+        'layers.0.0.projection.weight'
+    param = model.backbone.state_dict()[name]
+    # a backbone file of one tensor (loading is not strict)
+    torch.save(dict(state_dict={name: torch.full_like(param, 0.5)}), local)
+    if weights == 'stock':
+        with pytest.raises(URLError, match='offline test'):
+            model.init_weights()
+        return
+    model.init_weights()
+    assert (param == 0.5).all() == (weights == 'local')

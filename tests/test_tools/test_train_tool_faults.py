@@ -56,3 +56,25 @@ def test_wrong_class_count(config, tmp_path):
             'train_dataloader.dataset.metainfo.classes='
             'background,aeroplane,bicycle,bird,boat'
         ])
+
+
+@pytest.mark.parametrize('device', ['cpu', 'cuda'])
+def test_amp_needs_a_gpu(config, device, monkeypatch, capsys):
+    """--amp without a GPU stops before the config is read, saying to train
+    in fp32; with one, it gets past the check."""
+    import mmengine.device
+    for name in ('is_cuda_available', 'is_npu_available', 'is_mlu_available',
+                 'is_musa_available'):
+        monkeypatch.setattr(mmengine.device, name,
+                            lambda gpu=name == f'is_{device}_available': gpu)
+    if device == 'cuda':
+        # stops at the next step instead: the missing data folder
+        with pytest.raises(FileNotFoundError, match='data_root not found'):
+            _train_main([config, '--amp', '--data-root', 'no_data'])
+        return
+    with pytest.raises(SystemExit) as err:
+        _train_main([config, '--amp'])
+    assert err.value.code == 2
+    message = ' '.join(capsys.readouterr().err.split())
+    assert '--amp needs a GPU' in message
+    assert 'On CPU, train in fp32: the same command without --amp' in message
