@@ -52,9 +52,12 @@ def two_view_batch(step):
     g = torch.Generator().manual_seed(100 + step)
     inputs, samples = [], []
     for i in range(2):
-        inputs.append(torch.randint(0, 256, (2, 3, 64, 64), generator=g,
-                                    dtype=torch.uint8))
-        sample = SegDataSample(metainfo=dict(img_path=f'image_{i}.jpg'))
+        # two views packed along the channel axis, as PackWSSSInputs does
+        inputs.append(
+            torch.randint(0, 256, (2, 3, 64, 64), generator=g,
+                          dtype=torch.uint8).flatten(0, 1))
+        sample = SegDataSample(
+            metainfo=dict(img_path=f'image_{i}.jpg', num_views=2))
         labels = torch.zeros(20)
         labels[torch.randperm(20, generator=g)[:1 + i]] = 1
         sample.gt_class_labels = labels
