@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.visualization import Visualizer
 from mmseg.apis import (MMSegInferencer, inference_model, init_model,
                         show_result_pyplot)
 from mmseg.visualization import SegLocalVisualizer
@@ -110,7 +111,8 @@ def run_mmseg_tool(rel_path: str, argv: list) -> None:
     fresh process: with no visualiser left by an earlier tool (mmengine
     hands an existing instance of the same name back, old save_dir and
     all)."""
-    SegLocalVisualizer._instance_dict.clear()
+    for manager in (Visualizer, SegLocalVisualizer):
+        manager._instance_dict.clear()
     script = osp.join(MMSEG_TOOLS, rel_path)
     old_argv = sys.argv
     sys.argv = [script] + argv
@@ -174,7 +176,7 @@ def test_mmseg_test_show_dir(config_file, tmp_path):
 def test_tta_is_the_paper_recipe(config):
     cfg = Config.fromfile(osp.join(REPO, config))
     assert cfg.tta_model.type == 'CRFSegTTAModel'
-    assert (cfg.tta_model.merge, cfg.tta_model.crf) == ('max', True)
+    assert (cfg.tta_model['merge'], cfg.tta_model.crf) == ('max', True)
     scales, flips = cfg.tta_pipeline[1].transforms[:2]
     assert [t.scale_factor for t in scales] == [1.0, 1.25, 1.5]
     assert [t.prob for t in flips] == [0., 1.]
