@@ -144,6 +144,38 @@ def test_tta_merges_scales_and_flips(tiny_fsr, tta_batch):
                                views[0].gt_sem_seg.data)
 
 
+def test_views_of_one_shape_share_a_forward(tiny_fsr, tta_batch,
+                                            monkeypatch):
+    batch_sizes = []
+    test_step = tiny_fsr.test_step
+
+    def counted_test_step(data):
+        batch_sizes.append(len(data['inputs']))
+        return test_step(data)
+
+    monkeypatch.setattr(tiny_fsr, 'test_step', counted_test_step)
+    with torch.no_grad():
+        CRFSegTTAModel(module=tiny_fsr, crf=False).test_step(tta_batch)
+    # two images, each: three scales, each with its flip
+    assert batch_sizes == [2, 2, 2] * 2
+
+
+def test_cam_pass_runs_once_per_image(tta_batch, monkeypatch):
+    model = MODELS.build(tiny_fsr_model_cfg(32)).eval()  # output_cams on
+    cam_batches = []
+    multi_scale_cams = model.pseudo_labeller.multi_scale_cams
+
+    def counted(backbone, cam_head, images):
+        cam_batches.append(len(images))
+        return multi_scale_cams(backbone, cam_head, images)
+
+    monkeypatch.setattr(model.pseudo_labeller, 'multi_scale_cams', counted)
+    with torch.no_grad():
+        results = CRFSegTTAModel(module=model, crf=False).test_step(tta_batch)
+    assert cam_batches == [1, 1]  # the unflipped scale-1.0 view of each
+    assert all('pred_cam_label' in result for result in results)
+
+
 def test_crf_in_workers_matches_in_process(tiny_fsr, tta_batch):
     with torch.no_grad():
         local = CRFSegTTAModel(module=tiny_fsr, crf_workers=0)

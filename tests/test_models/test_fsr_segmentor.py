@@ -100,6 +100,22 @@ def test_predict_outputs_cams_and_pseudo_labels():
         assert values <= present | {255}
 
 
+def test_cams_only_for_labelled_images_of_a_batch():
+    """A labelled image and a bare one (a TTA view) in one batch: CAMs for
+    the labelled one, the same as when predicted alone."""
+    model = build().eval()
+    data = model.data_preprocessor(stock_batch(2), False)
+    alone = model.predict(data['inputs'][:1], data['data_samples'][:1])[0]
+    bare = SegDataSample(metainfo=data['data_samples'][1].metainfo)
+    labelled, unlabelled = model.predict(
+        data['inputs'], [data['data_samples'][0], bare])
+    torch.testing.assert_close(labelled.pred_cams.data, alone.pred_cams.data)
+    assert torch.equal(labelled.pred_cam_label.data,
+                       alone.pred_cam_label.data)
+    assert 'pred_cams' not in unlabelled
+    assert unlabelled.pred_sem_seg.shape == (CROP, CROP)
+
+
 # ------------------------------------------------------------ gradients
 def test_gradients_reach_student_never_teacher():
     model = build().train()

@@ -55,7 +55,8 @@ class CRFSegTTAModel(SegTTAModel):
     and the original pixels are not kept in the data samples.
 
     Each image of a batch goes through the network on its own, as in the
-    reference (no padding to a batch-mate's size); with ``crf_workers > 0``
+    reference (no padding to a batch-mate's size), its views of one shape
+    (a scale and its flip) as one batch; with ``crf_workers > 0``
     its CRF is handed to a process pool at once, so it runs while the next
     images of the batch are inferred. The loader's batch size is thus the
     number of CRFs in flight: use e.g. ``crf_workers`` images per batch.
@@ -133,17 +134,34 @@ class CRFSegTTAModel(SegTTAModel):
         num_augs, num_images = len(data['inputs']), len(data['inputs'][0])
         jobs = []
         for i in range(num_images):
-            views = [
-                self.module.test_step({
-                    'inputs': [data['inputs'][j][i]],
-                    'data_samples': [
-                        data['data_samples'][j][i] if j == 0 else
-                        _unlabelled(data['data_samples'][j][i])
-                    ]
-                })[0] for j in range(num_augs)
+            inputs = [data['inputs'][j][i] for j in range(num_augs)]
+            samples = [data['data_samples'][0][i]] + [
+                _unlabelled(data['data_samples'][j][i])
+                for j in range(1, num_augs)
             ]
-            jobs.append(self._merge_image(views))
+            jobs.append(self._merge_image(self._infer_views(inputs,
+                                                            samples)))
         return [self._finish(*job) for job in jobs]
+
+    def _infer_views(self, inputs: List[torch.Tensor],
+                     samples: SampleList) -> SampleList:
+        """Predictions of one image's views, in their order.
+
+        Views of one shape (a scale and its flip) go through the network as
+        one batch: same size, so no padding changes either prediction.
+        """
+        by_shape: Dict[tuple, List[int]] = {}
+        for j, view in enumerate(inputs):
+            by_shape.setdefault(tuple(view.shape), []).append(j)
+        predictions: List[Optional[SegDataSample]] = [None] * len(inputs)
+        for views in by_shape.values():
+            batch = self.module.test_step({
+                'inputs': [inputs[j] for j in views],
+                'data_samples': [samples[j] for j in views]
+            })
+            for j, prediction in zip(views, batch):
+                predictions[j] = prediction
+        return predictions
 
     def merge_preds(self, data_samples_list: List[SampleList]) -> SampleList:
         """Merge (and refine) the predictions of each image's views.

@@ -175,17 +175,22 @@ class WSSSSegmentor(EncoderDecoder):
                 inputs: Tensor,
                 data_samples: OptSampleList = None) -> SampleList:
         """Decoder segmentation, plus (``test_cfg.output_cams``) the CAM
-        label maps of ``CAMPseudoLabeller.add_predictions`` for a batch with
-        image-level labels (or masks); a batch of bare images gets the
-        decoder's segmentation alone."""
+        label maps of ``CAMPseudoLabeller.add_predictions`` for the images
+        with image-level labels (or masks); bare images get the decoder's
+        segmentation alone."""
         results = super().predict(inputs, data_samples)
-        labelled = any({'gt_class_labels', 'gt_sem_seg'} & set(r.keys())
-                       for r in results)
-        if self.test_cfg.get('output_cams', False) and labelled:
-            labels = stack_image_labels(results, self.num_classes,
+        if not self.test_cfg.get('output_cams', False):
+            return results
+        rows = [
+            i for i, result in enumerate(results)
+            if {'gt_class_labels', 'gt_sem_seg'} & set(result.keys())
+        ]
+        if rows:
+            labelled = [results[i] for i in rows]
+            labels = stack_image_labels(labelled, self.num_classes,
                                         allow_empty=True)
             self.pseudo_labeller.add_predictions(
-                self.backbone, self.cam_head, inputs, results, labels,
+                self.backbone, self.cam_head, inputs[rows], labelled, labels,
                 *self.data_preprocessor.mean_std())
         return results
 
