@@ -12,11 +12,12 @@ import pytest
 import torch
 
 from mmseg_fsr.testing import CPU_CONFIG
-from benchmark_utils import ema_foreach_vs_loop
+from benchmark_utils import FlopCount, ema_foreach_vs_loop
 
-TOOLS = osp.join(
-    osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'tools',
-    'analysis_tools')
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+TOOLS = osp.join(REPO, 'tools', 'analysis_tools')
+PAPER_CONFIG = osp.join(REPO, 'configs', 'fsr',
+                        'fsr_vit-b16_4xb2-20k_voc12aug-448x448.py')
 
 
 def load_tool(name):
@@ -31,6 +32,23 @@ def test_ema_micro_benchmark_reports_both_variants():
     result = ema_foreach_vs_loop(num_params=200_000, rounds=1)
     assert result['foreach_s'] > 0 and result['loop_s'] > 0
     assert result['num_tensors'] > 100  # ViT-B's tensor list, repeated
+
+
+def test_flop_count_matches_hand_counts():
+    a, b = torch.randn(4, 5), torch.randn(5, 6)
+    with FlopCount() as count:
+        a @ b
+    assert count.flops == 2 * 4 * 5 * 6
+
+    q = torch.randn(1, 2, 7, 8)  # batch, heads, tokens, channels
+    with FlopCount() as count, torch.no_grad():
+        torch.nn.functional.scaled_dot_product_attention(q, q, q)
+    assert count.flops == 2 * (2 * 1 * 2 * 7 * 7 * 8)  # QK^T, then AV
+
+    x = torch.randn(3, 5, requires_grad=True)
+    with FlopCount() as count:
+        (x @ b).sum().backward()
+    assert count.flops == 2 * (2 * 3 * 5 * 6)  # forward, gradient of x
 
 
 def loop_benchmark_args(tmp_path, *extra):
@@ -56,6 +74,13 @@ def test_benchmark_fsr_loop_smoke(tmp_path):
     saved = result['saved_activations_mib']
     assert 0 < saved['ours_ms_cp'] < saved['ours_ms']
     assert saved['fsr_off'] < saved['ours_ms']
+    # checkpointing recomputes the forward: same work plus one forward
+    gflops = result['gflops_per_iter']
+    assert 0 < gflops['fsr_off'] < gflops['ours_ss'] < gflops['ours_ms']
+    assert gflops['ours_ms'] < gflops['ours_ms_cp']
+    fsr_ratio = result['ratios'][0]
+    assert fsr_ratio['flop_ratio'] == pytest.approx(
+        gflops['ours_ms'] / gflops['fsr_off'])
 
 
 @pytest.mark.skipif(
@@ -138,3 +163,30 @@ tta_pipeline = [
     assert set(result['modes']) == expected
     for timing in result['modes'].values():
         assert timing['images'] == 2 and timing['images_per_s'] > 0
+
+
+def _authors_inference_available():
+    import importlib.util
+    return os.environ.get('FSR_REFERENCE_DIR') and _crf_available() and all(
+        importlib.util.find_spec(name)
+        for name in ('sklearn', 'joblib', 'imageio', 'tqdm', 'texttable'))
+
+
+@pytest.mark.skipif(
+    not _authors_inference_available(),
+    reason="FSR_REFERENCE_DIR (the authors' code) or the imports of their "
+    'infer_voc.py are missing')
+def test_benchmark_test_times_the_authors_loop(synthetic_voc, tmp_path):
+    result = load_tool('benchmark_test').main([
+        PAPER_CONFIG, '--vit', '32', '3', '2', '--tta', '--crf-workers', '0',
+        '--num-images', '2', '--warmup', '1', '--data-root', synthetic_voc,
+        '--reference-dir', os.environ['FSR_REFERENCE_DIR'], '--work-dir',
+        str(tmp_path), '--cfg-options', 'model.test_cfg.output_cams=False',
+        'test_dataloader.num_workers=0',
+        'test_dataloader.persistent_workers=False'
+    ])
+    authors = result['modes']['authors']
+    assert authors['images'] == 2 and authors['images_per_s'] > 0
+    # their CRF stage wrote one prediction per timed image
+    assert len(os.listdir(tmp_path / 'authors' / 'segs_dir')) == 2
+    assert result['speedup_over_authors']['tta+crf(workers=0)'] > 0

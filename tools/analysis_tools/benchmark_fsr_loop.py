@@ -27,7 +27,10 @@ backward are timed too and reported as a share of an iteration.
 Variants run round-robin in one process, the order rotated every round. A
 ratio is the median over rounds of the per-round time ratio (robust to
 bursts of load on a shared machine); the ratio of the per-variant minimums
-is printed as a cross-check.
+is printed as a cross-check. Each ratio also gets the ratio of the FLOPs of
+one iteration (matmuls, convolutions and attention by torch's formulas,
+``benchmark_utils.FlopCount``): a hardware-independent floor for what the
+time ratio can reach while doing the same work.
 
 Example::
 
@@ -323,6 +326,22 @@ def activation_memory(variants: Dict[str, Variant],
     return result
 
 
+def flops_per_iteration(variants: Dict[str, Variant]) -> Dict[str, float]:
+    """GFLOPs of one iteration (forward, backward, update) of each variant.
+
+    The authors' dense energy loss runs in a C++ extension that the counter
+    cannot see; its time share is reported separately.
+    """
+    from benchmark_utils import FlopCount
+
+    result = {}
+    for name, variant in variants.items():
+        with FlopCount() as count:
+            variant.step()
+        result[name] = count.flops / 1e9
+    return result
+
+
 def profile(variants: Dict[str, Variant], row_limit: int = 12) -> None:
     """Print the top operators of one iteration of every variant."""
     from torch.profiler import ProfilerActivity
@@ -336,19 +355,22 @@ def profile(variants: Dict[str, Variant], row_limit: int = 12) -> None:
             sort_by='self_cpu_time_total', row_limit=row_limit))
 
 
-def ratios(times: Dict[str, List[float]], names: List[str],
+def ratios(times: Dict[str, List[float]], gflops: Dict[str, float],
            extra: List[str]) -> List[Dict]:
     """The target ratios whose variants ran, then each extra / ours_ms."""
     from benchmark_utils import paired_ratio
 
     def ratio(num: str, den: str) -> Dict:
-        return dict(ratio=f'{num}/{den}',
-                    value=paired_ratio(times[num], times[den]),
-                    ratio_of_min=min(times[num]) / min(times[den]))
+        row = dict(ratio=f'{num}/{den}',
+                   value=paired_ratio(times[num], times[den]),
+                   ratio_of_min=min(times[num]) / min(times[den]))
+        if num in gflops and den in gflops:
+            row['flop_ratio'] = gflops[num] / gflops[den]
+        return row
 
     rows = []
     for num, den, target in TARGETS:
-        if num in names and den in names:
+        if num in gflops and den in gflops:
             row = ratio(num, den)
             rows.append(dict(row, target=target,
                              met=row['value'] <= target))
@@ -364,19 +386,24 @@ def ratios(times: Dict[str, List[float]], names: List[str],
 def report(result: Dict, args: argparse.Namespace) -> None:
     """Print the table of variants and the ratios."""
     med, mem = result['seconds_per_iter'], result['saved_activations_mib']
-    print(f'{"variant":<16}{"s/iter":>9}{"img/s":>8}{"saved MiB":>11}')
+    gflops = result['gflops_per_iter']
+    print(f'{"variant":<16}{"s/iter":>9}{"img/s":>8}{"saved MiB":>11}'
+          f'{"GFLOPs":>9}')
     for name in mem:
         print(f'{name:<16}{med[name]:>9.3f}'
-              f'{args.batch_size / med[name]:>8.2f}{mem[name]:>11.1f}')
+              f'{args.batch_size / med[name]:>8.2f}{mem[name]:>11.1f}'
+              f'{gflops[name]:>9.1f}')
     for name in set(med) - set(mem):
         print(f'{name:<16}{med[name]:>9.3f}')
-    print('ratios: median of per-round ratios [ratio of minimums]')
+    print('ratios: median of per-round ratios [ratio of minimums] '
+          '{ratio of FLOPs}')
     for r in result['ratios']:
         target = (f'  (target <= {r["target"]}: '
                   f'{"met" if r["met"] else "MISSED"})' if 'target' in r
                   else '')
+        flops = f' {{{r["flop_ratio"]:.3f}}}' if 'flop_ratio' in r else ''
         print(f'{r["ratio"]:<36}{r["value"]:.3f} '
-              f'[{r["ratio_of_min"]:.3f}]{target}')
+              f'[{r["ratio_of_min"]:.3f}]{flops}{target}')
     if 'ema_vit_b' in result:
         ema = result['ema_vit_b']
         print(f'EMA over {ema["num_tensors"]} tensors / '
@@ -414,13 +441,15 @@ def main(argv=None) -> Dict:
     if energy:
         steps.update(energy_parts(R, variants['ours_ms'].model, batch))
     times = interleaved_timings(steps, args.rounds, args.warmup, device)
+    gflops = flops_per_iteration(variants)
     result: Dict = dict(
         config=dict(vars(args), device=str(device), energy=energy),
         torch_threads=torch.get_num_threads(),
         seconds_per_iter={k: median(v) for k, v in times.items()},
         all_seconds=times,
         saved_activations_mib=activation_memory(variants, device),
-        ratios=ratios(times, list(variants), args.extra))
+        gflops_per_iter=gflops,
+        ratios=ratios(times, gflops, args.extra))
     if args.ema:
         result['ema_vit_b'] = ema_foreach_vs_loop(device=device)
     report(result, args)

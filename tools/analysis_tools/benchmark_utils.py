@@ -9,6 +9,9 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence
 import torch
 import torch.nn as nn
 from mmengine.logging import MMLogger
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import (flop_registry, sdpa_backward_flop_count,
+                                      sdpa_flop_count)
 
 AMP_DTYPES = {'fp16': torch.float16, 'bf16': torch.bfloat16}
 
@@ -234,3 +237,57 @@ def scale_vit(cfg, embed_dims: int, num_layers: int, num_heads: int,
     if crop is not None:
         updates['model.backbone.img_size'] = (crop, crop)
     cfg.merge_from_dict(updates)
+
+
+def _cpu_attention_flops(query, key, value, *args, **kwargs) -> int:
+    return sdpa_flop_count(query.shape, key.shape, value.shape)
+
+
+def _cpu_attention_backward_flops(grad_out, query, key, value, *args,
+                                  **kwargs) -> int:
+    return sdpa_backward_flop_count(grad_out.shape, query.shape, key.shape,
+                                    value.shape)
+
+
+# torch's formulas, plus the CPU flash attention that torch's table lacks
+FLOP_FORMULAS = {
+    **flop_registry,
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu:
+    _cpu_attention_flops,
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward:
+    _cpu_attention_backward_flops,
+}
+
+
+class FlopCount(TorchDispatchMode):
+    """FLOPs of the matmuls, convolutions and attention run inside.
+
+    Counted by torch's own formulas (``torch.utils.flop_counter``) and
+    formulas for the CPU flash attention they lack. torch's
+    ``FlopCounterMode`` also tracks the module hierarchy with backward
+    hooks, which fails on inputs that require grad without a grad_fn (the
+    authors' CAM pass makes such tensors); a total needs no hierarchy.
+
+    Example:
+        >>> with FlopCount() as count:
+        ...     step()
+        >>> count.flops
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        formula = FLOP_FORMULAS.get(func._overloadpacket)
+        if formula is None:
+            # composite ops count through the ops they are made of
+            with self:
+                decomposed = func.decompose(*args, **kwargs)
+            if decomposed is not NotImplemented:
+                return decomposed
+        out = func(*args, **kwargs)
+        if formula is not None:
+            self.flops += formula(*args, **kwargs, out_val=out)
+        return out
