@@ -28,10 +28,27 @@ def test_every_row_equal_or_documented(capsys):
     assert '0 undocumented' in out
 
 
-def test_missing_reference_dir_is_a_clear_error(tmp_path):
+def load_reference_code():
     spec = importlib.util.spec_from_file_location(
         'reference_code', osp.join(osp.dirname(TOOL), 'reference_code.py'))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def test_missing_reference_dir_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match='no train_voc.py'):
-        module.load_reference(str(tmp_path))
+        load_reference_code().load_reference(str(tmp_path))
+
+
+def test_missing_dependency_is_named_with_its_pip_package(
+        tmp_path, monkeypatch):
+    (tmp_path / 'authors_script.py').write_text(
+        'import sklearn_not_installed_here\n')
+    module = load_reference_code()
+    monkeypatch.setitem(module.PIP_NAMES, 'sklearn_not_installed_here',
+                        'scikit-learn')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ImportError, match='authors_script needs '
+                       'sklearn_not_installed_here: pip install scikit-learn'):
+        module.import_reference_module(str(tmp_path), 'authors_script')

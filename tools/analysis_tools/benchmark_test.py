@@ -16,8 +16,9 @@ after ``--warmup`` batches, for every mode asked for:
 - ``authors`` (``--reference-dir``): the authors' ``infer_voc.py`` on the
   same images (after the same warm-up), imported from a local checkout of
   their code: their network at the config's ViT size, their per-image
-  multi-scale + flip loop, then their joblib CRF pass over the saved
-  logits. Their network is randomly initialised.
+  multi-scale + flip loop (without drawing CAM pictures), then their
+  joblib CRF pass over the saved logits. Their network is randomly
+  initialised.
 
 Without a checkpoint the weights are random, which changes nothing for
 speed. ``--vit E L H`` resizes the config's ViT (width, layers, heads).
@@ -192,8 +193,9 @@ def time_authors(cfg, args) -> Dict[str, float]:
         projector.hidden_channels, projector.bottleneck_channels,
         cfg.model.decode_head.num_classes, drop_path=0.0)
     if args.warmup:
+        # their name-list reader (np.loadtxt) cannot read a one-line list
         time_authors_inference(R, network, dataset.data_root,
-                               names[:args.warmup],
+                               names[:max(args.warmup, 2)],
                                osp.join(args.work_dir, 'authors_warmup'))
     timing = time_authors_inference(R, network, dataset.data_root,
                                     names[args.warmup:],

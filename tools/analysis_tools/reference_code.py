@@ -59,6 +59,11 @@ def _missing_extension(*args, **kwargs):
         'energy loss')
 
 
+def _missing_texttable(*args, **kwargs):
+    raise ImportError("the authors' result tables need texttable: pip "
+                      'install texttable')
+
+
 def _install_stand_ins() -> None:
     """Minimal modules for imports the authors' code needs but we lack."""
 
@@ -91,7 +96,7 @@ def _install_stand_ins() -> None:
     try:
         importlib.import_module('texttable')
     except ImportError:  # utils.pyutils formats log tables with it
-        module('texttable', Texttable=object)
+        module('texttable', Texttable=_missing_texttable)
 
 
 def load_reference(ref_dir: str) -> SimpleNamespace:
@@ -124,6 +129,11 @@ def load_reference(ref_dir: str) -> SimpleNamespace:
            for attr, name in REFERENCE_MODULES.items()})
 
 
+# import names of the authors' dependencies whose pip name differs
+PIP_NAMES = {'sklearn': 'scikit-learn', 'cv2': 'opencv-python',
+             'PIL': 'Pillow', 'skimage': 'scikit-image'}
+
+
 def import_reference_module(ref_dir: str, name: str) -> types.ModuleType:
     """Import ``name`` from the authors' code (on ``sys.path``).
 
@@ -137,8 +147,9 @@ def import_reference_module(ref_dir: str, name: str) -> types.ModuleType:
     except ModuleNotFoundError as error:
         if error.name.split('.')[0] in name.split('.'):
             raise
+        package = PIP_NAMES.get(error.name, error.name)
         raise ImportError(f"the authors' {name} needs {error.name}: pip "
-                          f'install {error.name}') from error
+                          f'install {package}') from error
     if not osp.abspath(mod.__file__).startswith(ref_dir):
         raise ImportError(f'{name} resolved to {mod.__file__}, not to '
                           f"the authors' code in {ref_dir}")
@@ -436,6 +447,30 @@ def write_name_lists(data_root: str, names: List[str], list_dir: str,
     np.save(osp.join(list_dir, 'cls_labels_onehot.npy'), onehot)
 
 
+def grayscale_mask_root(data_root: str, names: List[str],
+                        root: str) -> str:
+    """A VOC root whose ``SegmentationClassAug`` masks are grayscale.
+
+    The authors read masks with imageio, which expands palette PNGs to RGB;
+    the released ``SegmentationClassAug`` masks are grayscale, synthetic
+    ones may be palette PNGs. Images are linked, not copied.
+    """
+    import os
+
+    import numpy as np
+    from PIL import Image
+    os.makedirs(osp.join(root, 'SegmentationClassAug'), exist_ok=True)
+    images = osp.join(root, 'JPEGImages')
+    if not osp.exists(images):
+        os.symlink(osp.abspath(osp.join(data_root, 'JPEGImages')), images)
+    for name in names:
+        mask = np.asarray(Image.open(
+            osp.join(data_root, 'SegmentationClassAug', f'{name}.png')))
+        Image.fromarray(mask.astype(np.uint8)).save(  # 2-D uint8: 'L'
+            osp.join(root, 'SegmentationClassAug', f'{name}.png'))
+    return root
+
+
 def time_authors_inference(R: SimpleNamespace, network: nn.Module,
                            data_root: str, names: List[str],
                            work_dir: str) -> dict:
@@ -443,7 +478,7 @@ def time_authors_inference(R: SimpleNamespace, network: nn.Module,
 
     Their two stages, as their script runs them: ``main_evaluate`` (per
     image: scales 1.0 / 1.25 / 1.5, each with its flip, max fusion of the
-    decoder logits, CAM pictures, logits saved as .npy) and ``main_crf``
+    decoder logits, logits saved as .npy) and ``main_crf``
     (dense CRF of every saved logit map in a joblib pool of 0.8x the CPU
     count, predictions saved as PNGs).
 
@@ -463,19 +498,27 @@ def time_authors_inference(R: SimpleNamespace, network: nn.Module,
     import os
     import time
     from torch.utils.data import DataLoader
+    if len(names) < 2:
+        raise ValueError("the authors' name-list reader (np.loadtxt) reads "
+                         'a one-line list as no list: time two images or '
+                         'more')
     infer_voc = import_reference_module(R.ref_dir, 'infer_voc')
     voc = import_reference_module(R.ref_dir, 'datasets.voc')
 
     list_dir = osp.join(work_dir, 'lists')
     write_name_lists(data_root, names, list_dir, 'val')
+    data_root = grayscale_mask_root(data_root, names,
+                                    osp.join(work_dir, 'data'))
     dirs = {k: osp.join(work_dir, k)
             for k in ('logits_dir', 'segs_dir', 'segs_rgb_dir', 'cams_dir')}
     for path in dirs.values():
         os.makedirs(path, exist_ok=True)
-    # their script's defaults; its functions read the module-level args
+    # their script's defaults (its functions read the module-level args),
+    # except the CAM pictures (save_cam), which the modes timed against it
+    # do not draw
     infer_voc.args = SimpleNamespace(
         data_folder=data_root, list_folder=list_dir, infer_set='val',
-        num_classes=21, scales=(1.0, 1.25, 1.5), save_cam=True, **dirs)
+        num_classes=21, scales=(1.0, 1.25, 1.5), save_cam=False, **dirs)
     dataset = voc.VOC12SegDataset(
         root_dir=data_root, name_list_dir=list_dir, split='val',
         stage='val', aug=False, ignore_index=255)
