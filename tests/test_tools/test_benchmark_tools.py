@@ -165,6 +165,13 @@ tta_pipeline = [
         assert timing['images'] == 2 and timing['images_per_s'] > 0
 
 
+def test_benchmark_test_refuses_one_image_for_the_authors(capsys):
+    with pytest.raises(SystemExit):
+        load_tool('benchmark_test').parse_args(
+            [PAPER_CONFIG, '--reference-dir', '.', '--num-images', '1'])
+    assert 'two images or more' in capsys.readouterr().err
+
+
 def _authors_inference_available():
     import importlib.util
     return os.environ.get('FSR_REFERENCE_DIR') and _crf_available() and all(

@@ -80,6 +80,9 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.crf_workers is not None and not args.tta:
         parser.error('--crf-workers needs --tta')
+    if args.reference_dir and args.num_images < 2:
+        parser.error("--reference-dir: the authors' script reads a one-line "
+                     'name list as no list; time two images or more')
     return args
 
 

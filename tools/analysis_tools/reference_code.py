@@ -488,7 +488,8 @@ def time_authors_inference(R: SimpleNamespace, network: nn.Module,
         network (nn.Module): Their ``WSSSNetwork``.
         data_root (str): VOC layout with ``JPEGImages`` and
             ``SegmentationClassAug``.
-        names (list[str]): Image names.
+        names (list[str]): Image names, two or more (their name-list
+            reader, np.loadtxt, reads one line as no list).
         work_dir (str): Where their outputs go.
 
     Returns:
@@ -498,10 +499,6 @@ def time_authors_inference(R: SimpleNamespace, network: nn.Module,
     import os
     import time
     from torch.utils.data import DataLoader
-    if len(names) < 2:
-        raise ValueError("the authors' name-list reader (np.loadtxt) reads "
-                         'a one-line list as no list: time two images or '
-                         'more')
     infer_voc = import_reference_module(R.ref_dir, 'infer_voc')
     voc = import_reference_module(R.ref_dir, 'datasets.voc')
 
