@@ -13,11 +13,10 @@ import sys
 
 import numpy as np
 from mmengine.config import Config
-from mmengine.runner import Runner
-from mmseg.registry import RUNNERS
 from PIL import Image
 
 import mmseg_fsr  # noqa: F401  (registers the modules)
+from mmseg_fsr.engine import build_runner
 from mmseg_fsr.testing.synthetic import generate_synthetic_voc
 from mmseg_fsr.utils.config_utils import set_data_root
 from mmseg_fsr.visualization.cam_panel import save_cam_panels
@@ -71,8 +70,7 @@ def main() -> int:
         # the config's fractions (schedule, loss starts, validation and
         # checkpoint intervals) scale with it
         cfg.train_cfg.max_iters = args.max_iters
-    runner = (RUNNERS.build(cfg)
-              if 'runner_type' in cfg else Runner.from_cfg(cfg))
+    runner = build_runner(cfg)
     runner.train()
     metrics = runner.test()
     baseline = all_background_miou(runner.test_dataloader.dataset)

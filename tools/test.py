@@ -156,8 +156,7 @@ def main(argv=None):
 
     _import_plugin()
     from mmengine.config import Config
-    from mmengine.runner import Runner
-    from mmseg.registry import RUNNERS
+    from mmseg_fsr.engine import build_runner
 
     # load config
     cfg = Config.fromfile(args.config)
@@ -201,10 +200,7 @@ def main(argv=None):
         evaluators[0]['keep_results'] = True
 
     # build the runner from config
-    if 'runner_type' not in cfg:
-        runner = Runner.from_cfg(cfg)
-    else:
-        runner = RUNNERS.build(cfg)
+    runner = build_runner(cfg)
 
     # start testing
     runner.test()

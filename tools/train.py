@@ -163,8 +163,7 @@ def main(argv=None):
     _import_plugin()
     from mmengine.config import Config
     from mmengine.logging import print_log
-    from mmengine.runner import Runner
-    from mmseg.registry import RUNNERS
+    from mmseg_fsr.engine import build_runner
 
     # load config
     cfg = Config.fromfile(args.config)
@@ -214,10 +213,7 @@ def main(argv=None):
     init_cpu_distributed(cfg)
 
     # build the runner from config
-    if 'runner_type' not in cfg:
-        runner = Runner.from_cfg(cfg)
-    else:
-        runner = RUNNERS.build(cfg)
+    runner = build_runner(cfg)
 
     # start training
     runner.train()

@@ -1,3 +1,3 @@
-from .wsss_runner import WSSSRunner, resolve_iteration_fractions
+from .wsss_runner import WSSSRunner, build_runner, resolve_iteration_fractions
 
-__all__ = ['WSSSRunner', 'resolve_iteration_fractions']
+__all__ = ['WSSSRunner', 'build_runner', 'resolve_iteration_fractions']

@@ -53,3 +53,18 @@ class WSSSRunner(Runner):
     def from_cfg(cls, cfg: Config) -> 'WSSSRunner':
         """Build the runner from a config with fractions resolved."""
         return super().from_cfg(resolve_iteration_fractions(cfg))
+
+
+def build_runner(cfg: Config) -> Runner:
+    """The config's runner: ``runner_type`` when it names one (FSR configs:
+    ``WSSSRunner``), else mmengine's ``Runner``, as mmseg's tools build it.
+
+    Args:
+        cfg (Config): A Runner config.
+
+    Returns:
+        Runner: The built runner.
+    """
+    if 'runner_type' not in cfg:
+        return Runner.from_cfg(cfg)
+    return RUNNERS.build(cfg)
