@@ -10,6 +10,8 @@ import os.path as osp
 
 import pytest
 
+import reference_code  # tools/analysis_tools, on sys.path by conftest
+
 REFERENCE_DIR = os.environ.get('FSR_REFERENCE_DIR')
 TOOL = osp.join(
     osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'tools',
@@ -28,27 +30,19 @@ def test_every_row_equal_or_documented(capsys):
     assert '0 undocumented' in out
 
 
-def load_reference_code():
-    spec = importlib.util.spec_from_file_location(
-        'reference_code', osp.join(osp.dirname(TOOL), 'reference_code.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_missing_reference_dir_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match='no train_voc.py'):
-        load_reference_code().load_reference(str(tmp_path))
+        reference_code.load_reference(str(tmp_path))
 
 
 def test_missing_dependency_is_named_with_its_pip_package(
         tmp_path, monkeypatch):
     (tmp_path / 'authors_script.py').write_text(
         'import sklearn_not_installed_here\n')
-    module = load_reference_code()
-    monkeypatch.setitem(module.PIP_NAMES, 'sklearn_not_installed_here',
+    monkeypatch.setitem(reference_code.PIP_NAMES, 'sklearn_not_installed_here',
                         'scikit-learn')
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(ImportError, match='authors_script needs '
                        'sklearn_not_installed_here: pip install scikit-learn'):
-        module.import_reference_module(str(tmp_path), 'authors_script')
+        reference_code.import_reference_module(str(tmp_path),
+                                               'authors_script')
