@@ -18,6 +18,9 @@ def _config_root() -> str:
 
 CPU_CONFIG = osp.join(_config_root(), 'fsr',
                       'fsr_vit-tiny-p8_1xb8-400_synthvoc-64x64.py')
+# the paper's VOC config (ViT-B/16, 448 px), e.g. for its --tta recipe
+PAPER_CONFIG = osp.join(_config_root(), 'fsr',
+                        'fsr_vit-b16_4xb2-20k_voc12aug-448x448.py')
 
 
 def tiny_fsr_model_cfg(crop: int = 32, **overrides) -> Config:

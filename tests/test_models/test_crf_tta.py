@@ -1,5 +1,4 @@
 """Dense CRF and the multi-scale + flip + CRF test-time model."""
-import os.path as osp
 import sys
 
 import numpy as np
@@ -16,12 +15,10 @@ from mmseg_fsr.models.segmentors.crf_tta_model import CRFSegTTAModel
 from mmseg_fsr.models.utils.dense_crf import dense_crf
 from PIL import Image
 
-from mmseg_fsr.testing import tiny_fsr_model_cfg
+from mmseg_fsr.testing import PAPER_CONFIG, tiny_fsr_model_cfg
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 # every FSR config's --tta is the paper's recipe
-TTA_CONFIG = osp.join(REPO,
-                      'configs/fsr/fsr_vit-b16_4xb2-20k_voc12aug-448x448.py')
+TTA_CONFIG = PAPER_CONFIG
 
 
 def two_colour_case(height=24, width=48, colour_edge=20, wrong_edge=30):

@@ -11,13 +11,12 @@ import os.path as osp
 import pytest
 import torch
 
-from mmseg_fsr.testing import CPU_CONFIG
+from mmseg_fsr.testing import CPU_CONFIG, PAPER_CONFIG
 from benchmark_utils import FlopCount, ema_foreach_vs_loop
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-TOOLS = osp.join(REPO, 'tools', 'analysis_tools')
-PAPER_CONFIG = osp.join(REPO, 'configs', 'fsr',
-                        'fsr_vit-b16_4xb2-20k_voc12aug-448x448.py')
+TOOLS = osp.join(
+    osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'tools',
+    'analysis_tools')
 
 
 def load_tool(name):

@@ -22,14 +22,13 @@ from mmseg_fsr.apis.cam_inference import (
     build_cam_model, build_split_loader, crf_cam_label, split_dataset_cfg)
 from mmseg_fsr.evaluation.metrics import PseudoLabelMetric
 from mmseg_fsr.models.utils.dense_crf import read_rgb_image
-from mmseg_fsr.testing import tiny_fsr_config
+from mmseg_fsr.testing import PAPER_CONFIG, tiny_fsr_config
 from mmseg_fsr.utils.config_utils import set_data_root
 from mmseg_fsr.visualization import TITLE_HEIGHT
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 # every FSR config's --tta is the paper's recipe
-TTA_CONFIG = osp.join(REPO,
-                      'configs/fsr/fsr_vit-b16_4xb2-20k_voc12aug-448x448.py')
+TTA_CONFIG = PAPER_CONFIG
 SECOND_STAGE = [
     'configs/second_stage/'
     'deeplabv3plus_r101-d8_4xb4-20k_voc12aug-512x512_fsr-pseudo.py',
