@@ -52,6 +52,8 @@ model = dict(
             hidden_channels=128,
             bottleneck_channels=32,
             out_channels=projector_dims)),
+    # a short run: a faster teacher (momentum 0.99 -> 1)
+    teacher_cfg=dict(momentum=0.99, end_momentum=1.0),
     uncertain_loss=dict(out_channels=projector_dims),
     certain_loss=dict(out_channels=projector_dims),
     pseudo_labeller=dict(par=dict(dilations=(1, 2, 4), num_iter=5)))
@@ -61,9 +63,8 @@ train_cfg = dict(max_iters=400, val_interval=1.0)
 default_hooks = dict(
     logger=dict(interval=20),
     checkpoint=dict(interval=0.5, max_keep_ckpts=2, save_best=None))
-# a short run: a faster teacher (momentum 0.99 -> 1)
 custom_hooks = [
-    dict(type='FSRTeacherHook', momentum=0.99, end_momentum=1.0),
+    dict(type='FSRTeacherHook'),
     dict(type='NonFiniteLossGuardHook', max_loss=1e4),
     dict(type='DeterministicResumeHook'),
     dict(type='WSSSVisualizationHook', interval=100, num_images=2),

@@ -20,7 +20,8 @@ class WSSSDataPreProcessor(SegDataPreProcessor):
     - A training batch of a stock mmseg pipeline (B, 3, H, W) gets its
       second view here, on the device, in mmseg's batch-augment style: a
       random resized crop and flip of every image; and every sample without
-      ``gt_class_labels`` gets the set of classes of its mask.
+      ``gt_class_labels`` gets the set of classes of its whole mask file
+      (read once per file), not of the crop the pipeline made.
     - Validation and test batches go through ``SegDataPreProcessor``.
 
     Args:
@@ -53,6 +54,12 @@ class WSSSDataPreProcessor(SegDataPreProcessor):
         """
         if data['data_samples'][0].metainfo.get('num_views'):
             return self._stack_views(data)
+        if training and self.size is None and self.size_divisor is None:
+            raise ValueError(
+                'WSSSDataPreProcessor got a single-view training batch (a '
+                'stock mmseg pipeline) and has neither `size` nor '
+                '`size_divisor` to pad it to: set data_preprocessor.size to '
+                'the crop size, e.g. size=(448, 448), as mmseg configs do')
         data = super().forward(data, training)
         if training:
             data = self._add_second_view(data)
@@ -81,7 +88,7 @@ class WSSSDataPreProcessor(SegDataPreProcessor):
             raise ValueError('WSSSDataPreProcessor needs num_classes to read '
                              'image labels off the masks of a stock batch')
         labels = stack_image_labels(samples, self.num_classes,
-                                    self.seg_pad_val)
+                                    self.seg_pad_val, whole_mask=True)
         for sample, label in zip(samples, labels):
             sample.gt_class_labels = label
         views = torch.stack([inputs, self.random_view(inputs)], dim=1)

@@ -16,6 +16,7 @@ from mmseg.structures import SegDataSample
 
 import mmseg_fsr  # noqa: F401  (registers the modules)
 from mmseg_fsr.engine.hooks.fsr_teacher_hook import FSRTeacherHook
+from mmseg_fsr.models.utils import EMATeacher
 
 CONFIG = osp.join(
     osp.dirname(__file__), '..', '..', 'configs', 'fsr',
@@ -80,42 +81,68 @@ def _float_pairs(model):
 
 
 # ------------------------------------------------------------ momentum
+def _teacher(momentum=0.9995, end_momentum=1.0):
+    return EMATeacher(dict(backbone=torch.nn.Linear(2, 2)), True, momentum,
+                      end_momentum)
+
+
 def test_momentum_schedule_values():
     """The authors' cosine_scheduler: cos(pi t / T) over t = 0..T-1."""
-    hook = FSRTeacherHook()
-    assert hook.momentum == 0.9995 and hook.end_momentum == 1.0
-    assert hook.momentum_at(0, 100) == pytest.approx(0.9995, abs=1e-12)
-    assert hook.momentum_at(50, 100) == pytest.approx(0.99975, abs=1e-12)
+    teacher = _teacher()
+    assert teacher.momentum == 0.9995 and teacher.end_momentum == 1.0
+    assert teacher.momentum_at(0, 100) == pytest.approx(0.9995, abs=1e-12)
+    assert teacher.momentum_at(50, 100) == pytest.approx(0.99975, abs=1e-12)
     # the last iteration is one step short of 1: 1 - 0.0005 (1 - cos(pi/T))/2
-    assert hook.momentum_at(99, 100) == pytest.approx(
+    assert teacher.momentum_at(99, 100) == pytest.approx(
         1 - 0.0005 * (1 + math.cos(math.pi * 99 / 100)) / 2, abs=1e-15)
     # a quarter of the way: 1 - 0.0005 * (1 + cos(pi / 4)) / 2
-    assert hook.momentum_at(25, 100) == pytest.approx(
+    assert teacher.momentum_at(25, 100) == pytest.approx(
         1 - 0.0005 * (1 + math.sqrt(0.5)) / 2, abs=1e-12)
-    values = [hook.momentum_at(t, 100) for t in range(100)]
+    values = [teacher.momentum_at(t, 100) for t in range(100)]
     assert all(a <= b for a, b in zip(values, values[1:]))
     # beyond the end (e.g. resumed with fewer iterations) stays at the end
-    assert hook.momentum_at(500, 100) == pytest.approx(1.0)
-    assert hook.momentum_at(0, 1) == pytest.approx(0.9995)
+    assert teacher.momentum_at(500, 100) == pytest.approx(1.0)
+    assert teacher.momentum_at(0, 1) == pytest.approx(0.9995)
 
 
 def test_momentum_custom_range():
-    hook = FSRTeacherHook(momentum=0.5, end_momentum=0.9)
-    assert hook.momentum_at(0, 10) == pytest.approx(0.5)
-    assert hook.momentum_at(5, 10) == pytest.approx(0.7)
-    assert hook.momentum_at(10, 10) == pytest.approx(0.9)
+    teacher = _teacher(momentum=0.5, end_momentum=0.9)
+    assert teacher.momentum_at(0, 10) == pytest.approx(0.5)
+    assert teacher.momentum_at(5, 10) == pytest.approx(0.7)
+    assert teacher.momentum_at(10, 10) == pytest.approx(0.9)
 
 
 @pytest.mark.parametrize('momentum,end_momentum', [(-0.1, 1.0), (0.9, 1.1),
                                                    (0.99, 0.9), (1.5, 2.0)])
-def test_invalid_momenta_raise(momentum, end_momentum):
-    with pytest.raises(ValueError):
-        FSRTeacherHook(momentum=momentum, end_momentum=end_momentum)
+def test_invalid_momenta_raise(momentum, end_momentum, tiny_cfg):
+    with pytest.raises(ValueError, match='0 <= momentum <= end_momentum'):
+        _teacher(momentum, end_momentum)
+    cfg = copy.deepcopy(tiny_cfg)
+    cfg.teacher_cfg = dict(momentum=momentum, end_momentum=end_momentum)
+    with pytest.raises(ValueError, match='0 <= momentum <= end_momentum'):
+        _build(cfg)
 
 
 def test_hook_registered():
-    hook = HOOKS.build(dict(type='FSRTeacherHook', momentum=0.99))
-    assert isinstance(hook, FSRTeacherHook) and hook.momentum == 0.99
+    assert isinstance(HOOKS.build(dict(type='FSRTeacherHook')), FSRTeacherHook)
+
+
+def test_follow_moves_once_per_step():
+    """One EMA step per optimiser step, however often it is asked; none
+    before the first step; the record is a checkpointed buffer."""
+    student = torch.nn.Linear(2, 2)
+    teacher = EMATeacher(dict(backbone=student), True, 0.5, 0.5)
+    with torch.no_grad():
+        teacher['backbone'].weight.zero_()
+        student.weight.fill_(1.0)
+    assert 'last_step' in teacher.state_dict()
+    assert not teacher.follow(dict(backbone=student), -1, 10)
+    assert teacher.follow(dict(backbone=student), 0, 10)
+    assert not teacher.follow(dict(backbone=student), 0, 10)
+    assert torch.allclose(teacher['backbone'].weight, torch.full((2, 2), .5))
+    assert teacher.follow(dict(backbone=student), 1, 10)
+    assert torch.allclose(teacher['backbone'].weight, torch.full((2, 2), .75))
+    assert int(teacher.last_step) == 1
 
 
 # ------------------------------------------------------- update_teacher
@@ -174,13 +201,8 @@ def test_teacher_gets_no_grad(tiny_cfg):
 
 
 # ----------------------------------------------------------------- hook
-def _runner(model, it=50, max_iters=100, classes=VOC_CLASSES):
-    dataset = SimpleNamespace(metainfo=dict(classes=classes))
-    return SimpleNamespace(
-        model=model,
-        iter=it,
-        max_iters=max_iters,
-        train_dataloader=SimpleNamespace(dataset=dataset))
+def _runner(model, it=50, max_iters=100):
+    return SimpleNamespace(model=model, iter=it, max_iters=max_iters)
 
 
 def _free_port():
@@ -204,63 +226,42 @@ def gloo_group():
 
 
 def test_hook_updates_teacher_through_ddp_wrapper(tiny_cfg, gloo_group):
-    model = _build(tiny_cfg)
+    cfg = copy.deepcopy(tiny_cfg)
+    cfg.teacher_cfg = dict(momentum=0.5, end_momentum=1.0)
+    model = _build(cfg)
     _scramble_teacher(model)
     before = {n: (s.clone(), t.clone()) for n, s, t in _float_pairs(model)}
     wrapped = MMDistributedDataParallel(module=model)
     assert is_model_wrapper(wrapped)
-    hook = FSRTeacherHook(momentum=0.5, end_momentum=1.0)
-    runner = _runner(wrapped, it=50, max_iters=100)
-    hook.before_train(runner)
-    hook.before_train_iter(runner, batch_idx=0)
-    assert (model.cur_iter, model.max_iters) == (50, 100)
-    hook.after_train_iter(runner, batch_idx=0)
+    FSRTeacherHook().after_train_iter(_runner(wrapped, 50, 100), batch_idx=0)
     m = 0.75  # 1 - 0.5 * (1 + cos(pi / 2)) / 2
     for name, s, t in _float_pairs(model):
         s0, t0 = before[name]
         assert torch.allclose(t, m * t0 + (1 - m) * s0, atol=1e-6), name
+    assert int(model.teacher.last_step) == 50
 
 
-def test_hook_unwrapped_model_momentum_one_keeps_teacher(tiny_cfg):
+def test_hook_momentum_one_keeps_teacher(tiny_cfg):
     model = _build(tiny_cfg)
     _scramble_teacher(model)
     before = {n: t.clone() for n, _, t in _float_pairs(model)}
-    hook = FSRTeacherHook()
-    runner = _runner(model, it=100, max_iters=100)  # momentum 1.0
-    hook.before_train(runner)
-    hook.after_train_iter(runner, batch_idx=0)
+    FSRTeacherHook().after_train_iter(_runner(model, 100, 100), batch_idx=0)
     for name, _, t in _float_pairs(model):
         assert torch.equal(t, before[name]), name
 
 
-def test_hook_skips_models_without_fsr():
-    calls, progress = [], []
-    model = SimpleNamespace(
-        with_fsr=False, num_classes=21, update_teacher=calls.append,
-        set_training_progress=lambda *a: progress.append(a))
-    runner = _runner(model)
-    hook = FSRTeacherHook()
-    hook.before_train(runner)
-    hook.before_train_iter(runner, batch_idx=0)
-    hook.after_train_iter(runner, batch_idx=0)
-    assert calls == [] and progress == [(50, 100)]
-    model.with_fsr = True
-    hook.after_train_iter(runner, batch_idx=0)
-    assert calls == [pytest.approx(0.99975)]
+@pytest.mark.parametrize('model', [
+    SimpleNamespace(num_classes=21),  # no teacher at all
+    SimpleNamespace(with_fsr=False, advance_teacher=lambda *a: None),
+])
+def test_hook_tolerates_models_without_a_teacher(model):
+    FSRTeacherHook().after_train_iter(_runner(model), batch_idx=0)
 
 
-def test_before_train_wrong_class_count(tiny_cfg):
-    model = _build(tiny_cfg)
-    assert model.num_classes == 21
-    hook = FSRTeacherHook()
-    with pytest.raises(ValueError, match='wrong class count'):
-        hook.before_train(_runner(model, classes=VOC_CLASSES[:5]))
-    with pytest.raises(ValueError, match='wrong class count'):
-        hook.before_train(_runner(model, classes=VOC_CLASSES[1:]))
-    hook.before_train(_runner(model, classes=None))  # unknown: no check
-
-
-def test_before_train_needs_teacher():
-    model = SimpleNamespace(num_classes=21)  # no update_teacher
-    with pytest.raises(TypeError):
-        FSRTeacherHook().before_train(_runner(model))
+def test_fsr_off_model_has_no_teacher_to_move(tiny_cfg):
+    cfg = copy.deepcopy(tiny_cfg)
+    cfg.update(uncertain_loss=None, certain_loss=None, mask_neck=None,
+               aggregation_head=None)
+    model = _build(cfg)
+    assert not hasattr(model, 'teacher')
+    FSRTeacherHook().after_train_iter(_runner(model), batch_idx=0)

@@ -186,6 +186,74 @@ def test_stock_batches_get_a_second_view_and_labels_from_masks():
     torch.testing.assert_close(data['inputs'][1:, 0], plain[1:])
 
 
+def test_stock_batch_labels_come_from_the_whole_mask(tmp_path):
+    """A crop that kept background only still carries the classes of the
+    whole image, read from its mask file (the WSSS label), not an error."""
+    import numpy as np
+    from PIL import Image
+    mask = np.zeros((48, 48), np.uint8)
+    mask[40:, 40:] = 7  # outside the crop below
+    mask[:4, 44:] = 255
+    path = str(tmp_path / 'whole.png')
+    Image.fromarray(mask).save(path)
+    model = build(data_preprocessor=dict(size=(CROP, CROP)))
+    batch = stock_batch(num_images=1)
+    sample = batch['data_samples'][0]
+    sample.gt_sem_seg = PixelData(data=torch.zeros(1, CROP, CROP).long())
+    sample.set_metainfo(dict(seg_map_path=path, img_path='whole.jpg'))
+    data = model.data_preprocessor(batch, True)
+    assert data['data_samples'][0].gt_class_labels.nonzero()[:, 0].tolist() \
+        == [6]
+    # reduce_zero_label as LoadAnnotations: 7 -> 6, 0 -> ignore
+    reduced = SegDataSample(metainfo=dict(seg_map_path=path,
+                                          reduce_zero_label=True))
+    labels = stack_image_labels([reduced], 21, whole_mask=True)
+    assert labels.nonzero()[:, 1].tolist() == [5]
+    # no file named: the (cropped) mask, where background only is an error
+    plain = SegDataSample(gt_sem_seg=PixelData(
+        data=torch.zeros(1, CROP, CROP).long()))
+    with pytest.raises(ValueError, match='empty label set'):
+        stack_image_labels([plain], 21, whole_mask=True)
+
+
+def test_stock_batch_without_a_pad_size_names_the_setting():
+    model = build()
+    assert model.data_preprocessor.size is None
+    model.data_preprocessor.size_divisor = None
+    with pytest.raises(ValueError, match='data_preprocessor.size'):
+        model.data_preprocessor(stock_batch(), True)
+
+
+def test_progress_comes_from_the_runner_unless_given():
+    """Under a Runner the model follows MessageHub's iter / max_iters (and
+    moves the teacher once per step); outside one it needs
+    set_training_progress."""
+    from mmengine.logging import MessageHub
+    model = MODELS.build(tiny_fsr_model_cfg(CROP)).train()
+    model.init_weights()
+    inputs, samples = two_view_batch([[0], [3, 5]])
+    hub = MessageHub.get_instance('test_progress_from_runner')
+    hub.pop_info('loop_stage')
+    with pytest.raises(RuntimeError, match='set_training_progress'):
+        model.loss(inputs, samples)
+    hub.update_info_dict(dict(loop_stage='train', iter=3, max_iters=10,
+                              dataset_meta=dict(classes=list(range(21)))))
+    model.loss(inputs, samples)
+    assert (model.cur_iter, model.max_iters) == (3, 10)
+    assert int(model.teacher.last_step) == 2
+    model.loss(inputs, samples)  # a second micro-batch of the same step
+    assert int(model.teacher.last_step) == 2
+    hub.update_info('dataset_meta', dict(classes=list(range(5))))
+    with pytest.raises(ValueError, match='wrong class count: the training '
+                       'data has 5 classes .*num_classes=21'):
+        model.loss(inputs, samples)
+    model.set_training_progress(7, 10)  # given by hand: it wins
+    hub.update_info('dataset_meta', dict(classes=list(range(21))))
+    model.loss(inputs, samples)
+    assert model.cur_iter == 7 and int(model.teacher.last_step) == 2
+    hub.pop_info('loop_stage')
+
+
 # ---------------------------------------------------------- bad input
 def test_wrong_class_count_and_empty_label_set():
     model = build().train()

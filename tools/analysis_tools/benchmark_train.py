@@ -11,7 +11,8 @@ separate runs only).
 
 Weights are not initialised from files (``init_weights`` is not called), so
 no pretrained checkpoint is needed; speed does not depend on weight values.
-Outside a Runner every loss is on, as after its start iteration.
+The model is told it is at the run's last iteration: every loss is on and
+past its warm-up.
 
 ``--amp`` on a GPU uses mmengine's ``AmpOptimWrapper`` (dynamic loss scale
 for fp16). mmengine's ``AmpOptimWrapper`` refuses to run without CUDA, so
@@ -127,6 +128,8 @@ def main(argv=None) -> Dict:
 
     loader = Runner.build_dataloader(cfg.train_dataloader, seed=0)
     model = MODELS.build(cfg.model).to(device).train()
+    max_iters = cfg.train_cfg.max_iters
+    model.set_training_progress(max_iters - 1, max_iters)
     optim_wrapper, cpu_dtype = build_optim(cfg, model, args.amp, device)
     momentum = 0.9995  # the value does not change the cost
     batches = iter(loader)

@@ -525,13 +525,13 @@ def check_energy_loss(R) -> None:
 
 def check_schedules(R) -> None:
     from mmengine.config import Config
-    from mmseg.registry import HOOKS
     from mmseg_fsr.models.losses import FSRCertainLoss
+    from mmseg_fsr.models.utils import EMATeacher
     print('schedules')
     cfg = Config.fromfile(PAPER_CONFIG)
-    hook = HOOKS.build(teacher_hook(cfg))
+    teacher = EMATeacher(dict(), **cfg.model.teacher_cfg)
     ref = R.pyutils.cosine_scheduler(0.9995, 1.0, MAX_ITERS)
-    ours = np.array([hook.momentum_at(i, MAX_ITERS)
+    ours = np.array([teacher.momentum_at(i, MAX_ITERS)
                      for i in range(MAX_ITERS)])
     add('teacher momentum, every iteration', np.abs(ref - ours).max())
     loss_cfg = dict(cfg.model.certain_loss, out_channels=8)
@@ -647,7 +647,8 @@ def check_recipe(ref_dir: str, R) -> None:
              (m.affinity_loss.loss_weight, m.decode_head.loss_decode.
               loss_weight, m.certain_loss.loss_weight,
               m.uncertain_loss.loss_weight)),
-            'teacher momentum': (a['momentum'], teacher_hook(cfg).momentum),
+            'teacher momentum': (a['momentum'],
+                                 m.teacher_cfg.momentum),
             'loss starts (seg, aff)': (loss_starts(ref_dir, script),
                                        (starts['seg'], starts['aff'])),
             'masking (block, ratio)': ((a['block_size'], a['mask_ratio']),
@@ -720,10 +721,6 @@ def check_stochastic_targets(R) -> None:
                  max_diff(ours[2], ours[3]) > 0)
     add('drop path acts on the CAM pass and the teacher (train mode)',
         sum(r != o for r, o in zip(ref_flags, our_flags)), 'behaviours')
-
-
-def teacher_hook(cfg) -> dict:
-    return next(h for h in cfg.custom_hooks if h.type == 'FSRTeacherHook')
 
 
 def loss_starts(ref_dir: str, script: str) -> tuple:

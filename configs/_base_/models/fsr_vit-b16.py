@@ -105,6 +105,9 @@ model = dict(
     # the energy term from 10% (2,000 of 20k iterations)
     loss_start_iters=dict(seg=0.1, aff=0, fsr=0),
     mask_cam_source='multi_scale',
+    # EMA teacher momentum 0.9995 -> 1 (cosine over the optimiser steps);
+    # the model moves the teacher itself once per step
+    teacher_cfg=dict(momentum=0.9995, end_momentum=1.0),
     stochastic_targets=True,  # CAMs and teacher with drop path, as authors
     train_cfg=dict(),
     # CAM, auxiliary-CAM and PAR labels scored beside the decoder

@@ -53,8 +53,9 @@ default_hooks = dict(
     # every image
     visualization=dict(type='SegVisualizationHook', interval=1))
 custom_hooks = [
-    # EMA teacher (momentum 0.9995 -> 1) and the training progress
-    dict(type='FSRTeacherHook', momentum=0.9995, end_momentum=1.0),
+    # the EMA teacher moved right after each step, so that checkpoints hold
+    # the teacher of their step (the model's teacher_cfg sets the momentum)
+    dict(type='FSRTeacherHook'),
     # stop at the first NaN / exploding loss, before a checkpoint is saved
     dict(type='NonFiniteLossGuardHook', max_loss=1e4),
     # random draws as a function of (seed, iteration, rank): exact resume

@@ -30,6 +30,9 @@ class FSRSegmentor(WSSSSegmentor):
         mask_cam_source (str): 'multi_scale' (the authors: multi-scale
             auxiliary CAM of view 2) or 'single_scale' (Eq. 2 on the
             teacher's pass of view 2, no extra CAM pass).
+        teacher_cfg (dict): The EMA teacher's ``momentum`` at the first
+            step and ``end_momentum`` approached at the last (cosine, the
+            authors' 0.9995 -> 1; the weight of the old teacher).
         **kwargs: Arguments of :class:`WSSSSegmentor`; its
             ``stochastic_targets`` also runs the teacher in train mode;
             ``loss_start_iters`` also takes ``fsr``.
@@ -43,6 +46,7 @@ class FSRSegmentor(WSSSSegmentor):
                  uncertain_loss: OptConfigType = None,
                  certain_loss: OptConfigType = None,
                  mask_cam_source: str = 'multi_scale',
+                 teacher_cfg: dict = dict(momentum=0.9995, end_momentum=1.0),
                  **kwargs) -> None:
         super().__init__(**kwargs)
         if mask_cam_source not in ('multi_scale', 'single_scale'):
@@ -66,7 +70,8 @@ class FSRSegmentor(WSSSSegmentor):
                 f'mask_neck.patch_size={self.mask_neck.patch_size} is not '
                 f'the backbone patch size {patch_size}')
         self.aggregation_head = MODELS.build(aggregation_head)
-        self.teacher = EMATeacher(self._students(), self.stochastic_targets)
+        self.teacher = EMATeacher(self._students(), self.stochastic_targets,
+                                  **teacher_cfg)
 
     @property
     def with_fsr(self) -> bool:
@@ -84,8 +89,29 @@ class FSRSegmentor(WSSSSegmentor):
             self.teacher.load_students(self._students())
 
     def update_teacher(self, momentum: float) -> None:
-        """EMA step of the teacher (``FSRTeacherHook`` calls it)."""
+        """One EMA step of the teacher with the given momentum."""
         self.teacher.momentum_update(self._students(), momentum)
+
+    def advance_teacher(self, step: int, max_steps: int) -> None:
+        """Fold the student after optimiser step ``step`` into the teacher,
+        at that step's scheduled momentum, once (:meth:`EMATeacher.follow`).
+
+        Under a Runner, :meth:`update_training_progress` calls it for the
+        previous step, so the teacher moves once per optimiser step whatever
+        hooks a config lists; ``FSRTeacherHook`` calls it right after the
+        step.
+        """
+        if self.with_fsr:
+            self.teacher.follow(self._students(), step, max_steps)
+
+    def update_training_progress(self) -> None:
+        """:meth:`WSSSSegmentor.update_training_progress`; under a Runner
+        also fold the previous step into the teacher. With progress given
+        by :meth:`set_training_progress`, the caller moves the teacher
+        (:meth:`update_teacher`)."""
+        super().update_training_progress()
+        if not self._progress_given:
+            self.advance_teacher(self.cur_iter - 1, self.max_iters)
 
     @torch.no_grad()
     def training_maps(self, images: Tensor,
@@ -116,18 +142,16 @@ class FSRSegmentor(WSSSSegmentor):
             dict[str, Tensor]: Every loss term, logged separately.
         """
         view1, view2 = self._views(inputs)
+        self.update_training_progress()
         labels = stack_image_labels(data_samples, self.num_classes)
         on = self._started_losses()
-        cams, aux_cams, mask_cams = self._pseudo_label_cams(view1, view2, on)
+        cams, aux_cams, mask_cams = self._pseudo_label_cams(
+            view1, on, view2 if self._mask_cams_from_view2(on) else None)
         targets = self._teacher_targets(view1, view2) if on['fsr'] else {}
         token_mask = self._token_mask(mask_cams, targets, labels, on)
         student1, student2 = self._student(view1, view2, token_mask)
-        losses = self.cam_head.loss(student1.final, student1.aux, labels)
-        if on['seg']:
-            losses.update(self._decoder_losses(view1, student1, cams, labels,
-                                               data_samples))
-        if on['aff']:
-            losses.update(self._affinity_loss(student1, aux_cams, labels))
+        losses = self._baseline_losses(view1, student1, cams, aux_cams,
+                                       labels, data_samples, on)
         if on['fsr']:
             losses.update(self._fsr_losses(student2, token_mask, targets))
         return losses
@@ -139,22 +163,8 @@ class FSRSegmentor(WSSSSegmentor):
             self.cur_iter, self.max_iters)
         return on
 
-    def _pseudo_label_cams(self, view1: Tensor, view2: Tensor,
-                           on: dict) -> Tuple[Optional[Tensor], ...]:
-        """One CAM pass over what a started loss reads: view 1 (final CAM
-        for the decoder, auxiliary for affinity), view 2's auxiliary CAM for
-        the mask."""
-        from_view2 = on['mask_cams'] and self.mask_cam_source == 'multi_scale'
-        images = [view1] * (on['seg'] or on['aff']) + [view2] * from_view2
-        if not images:
-            return None, None, None
-        was_training = self.backbone.training
-        self.backbone.train(was_training and self.stochastic_targets)
-        cams, aux_cams = self.pseudo_labeller.multi_scale_cams(
-            self.backbone, self.cam_head, torch.cat(images),
-            len(view1) if on['seg'] else 0)
-        self.backbone.train(was_training)
-        return cams, aux_cams, aux_cams[-len(view2):] if from_view2 else None
+    def _mask_cams_from_view2(self, on: Dict[str, bool]) -> bool:
+        return on['mask_cams'] and self.mask_cam_source == 'multi_scale'
 
     def _teacher_targets(self, view1: Tensor, view2: Tensor) -> dict:
         single_scale = self.mask_cam_source == 'single_scale'

@@ -12,17 +12,25 @@ from mmseg.utils import (ConfigType, OptConfigType, OptMultiConfig,
 from torch import Tensor
 
 from ..pseudo_labellers import to_8bit_rgb
-from ..utils import ViewFeatures, iteration_of, stack_image_labels
+from ..utils import (ViewFeatures, iteration_of, runner_training_progress,
+                     stack_image_labels)
 
 
+@MODELS.register_module()
 class WSSSSegmentor(EncoderDecoder):
     """Classification, CAM pseudo labels, decoder and affinity losses.
 
-    The single-stage machinery of ToCo that ``FSRSegmentor`` extends (and
-    whose ``loss`` composes the steps): CAM classifiers, the pseudo
-    labeller, the decoder trained on PAR pseudo labels (plus the dense
-    energy term), the patch token contrast, losses that start late, and
-    inference with CAM label maps.
+    The single-stage machinery of ToCo, usable alone (the baseline) and
+    extended by ``FSRSegmentor``: CAM classifiers, the pseudo labeller, the
+    decoder trained on PAR pseudo labels (plus the dense energy term), the
+    patch token contrast, losses that start late, and inference with CAM
+    label maps.
+
+    Under mmengine's Runner the model follows the run by itself: before
+    every training step it reads the iteration and ``max_iters`` that the
+    Runner publishes (:func:`runner_training_progress`), whatever hooks the
+    config lists. Outside a Runner, :meth:`set_training_progress` says
+    where training stands.
 
     Args:
         backbone, decode_head (dict): As ``EncoderDecoder``; the decoder's
@@ -80,10 +88,57 @@ class WSSSSegmentor(EncoderDecoder):
         self.loss_start_iters = dict(
             dict.fromkeys(self.loss_stages, 0), **(loss_start_iters or {}))
         self.stochastic_targets = stochastic_targets
-        self.set_training_progress(0, 1)
+        self._progress_given = False
+        self._checked_dataset_meta = None
+        self._apply_progress(0, 1)
 
     def set_training_progress(self, cur_iter: int, max_iters: int) -> None:
-        """Where training stands (``FSRTeacherHook`` sets it every iter).
+        """Say where training stands, for training outside mmengine's
+        Runner (tools, tests); from then on it replaces the Runner's.
+
+        Args:
+            cur_iter (int): The 0-based iteration about to run.
+            max_iters (int): The length of the run.
+        """
+        self._progress_given = True
+        self._apply_progress(cur_iter, max_iters)
+
+    def update_training_progress(self) -> None:
+        """Before a training step, take the Runner's iteration (unless
+        :meth:`set_training_progress` gave one) and, once per run, check the
+        class count against the training data set's.
+
+        Raises:
+            RuntimeError: Outside a Runner's training loop without
+                :meth:`set_training_progress`.
+            ValueError: On a class count that differs from the data's.
+        """
+        if self._progress_given:
+            return
+        progress = runner_training_progress()
+        if progress is None:
+            raise RuntimeError(
+                f'{type(self).__name__} trains from the iteration that '
+                "mmengine's Runner publishes (RuntimeInfoHook: MessageHub "
+                "info 'iter' and 'max_iters') and found none: train it with "
+                "the Runner and keep default_hooks' runtime_info, or call "
+                'model.set_training_progress(cur_iter, max_iters) before '
+                'each step')
+        if progress.dataset_meta is not self._checked_dataset_meta:
+            self._check_class_count(progress.dataset_meta or {})
+            self._checked_dataset_meta = progress.dataset_meta
+        self._apply_progress(progress.cur_iter, progress.max_iters)
+
+    def _check_class_count(self, dataset_meta: dict) -> None:
+        classes = dataset_meta.get('classes')
+        if classes is not None and len(classes) != self.num_classes:
+            raise ValueError(
+                f'wrong class count: the training data has {len(classes)} '
+                f'classes (background included), the model '
+                f'num_classes={self.num_classes}')
+
+    def _apply_progress(self, cur_iter: int, max_iters: int) -> None:
+        """Resolve the loss starts for this run.
 
         Raises:
             ValueError: If a loss would start after the last iteration.
@@ -107,10 +162,65 @@ class WSSSSegmentor(EncoderDecoder):
                 f'{tuple(inputs.shape)}')
         return inputs[:, 0], inputs[:, 1]
 
+    def loss(self, inputs: Tensor, data_samples: SampleList) -> dict:
+        """The baseline's training losses from image-level labels.
+
+        Args:
+            inputs (Tensor): Two views, (B, 2, 3, H, W); the baseline
+                trains on the first.
+            data_samples (list[SegDataSample]): With ``gt_class_labels``.
+
+        Returns:
+            dict[str, Tensor]: Every loss term, logged separately.
+        """
+        view1, _ = self._views(inputs)
+        self.update_training_progress()
+        labels = stack_image_labels(data_samples, self.num_classes)
+        on = self._started_losses()
+        cams, aux_cams, _ = self._pseudo_label_cams(view1, on)
+        student = ViewFeatures(self.backbone(view1))
+        return self._baseline_losses(view1, student, cams, aux_cams, labels,
+                                     data_samples, on)
+
+    def _baseline_losses(self, view1: Tensor, student: ViewFeatures,
+                         cams: Optional[Tensor], aux_cams: Optional[Tensor],
+                         labels: Tensor, data_samples: SampleList,
+                         on: Dict[str, bool]) -> Dict[str, Tensor]:
+        """Classification of view 1, then its decoder and affinity losses
+        once they have started."""
+        losses = self.cam_head.loss(student.final, student.aux, labels)
+        if on['seg']:
+            losses.update(self._decoder_losses(view1, student, cams, labels,
+                                               data_samples))
+        if on['aff']:
+            losses.update(self._affinity_loss(student, aux_cams, labels))
+        return losses
+
     def _started_losses(self) -> Dict[str, bool]:
         on = {k: self.cur_iter >= v for k, v in self.loss_starts.items()}
         on['aff'] &= self.affinity_loss is not None
         return on
+
+    def _pseudo_label_cams(
+            self,
+            view1: Tensor,
+            on: Dict[str, bool],
+            view2: Optional[Tensor] = None) -> Tuple[Optional[Tensor], ...]:
+        """One CAM pass over what a started loss reads: view 1 (final CAM
+        for the decoder, auxiliary for affinity) and, when given, view 2's
+        auxiliary CAM (FSR's mask)."""
+        images = [view1] * (on['seg'] or on['aff']) + [view2] * (
+            view2 is not None)
+        if not images:
+            return None, None, None
+        was_training = self.backbone.training
+        self.backbone.train(was_training and self.stochastic_targets)
+        cams, aux_cams = self.pseudo_labeller.multi_scale_cams(
+            self.backbone, self.cam_head, torch.cat(images),
+            len(view1) if on['seg'] else 0)
+        self.backbone.train(was_training)
+        return cams, aux_cams, (aux_cams[-len(view2):]
+                                if view2 is not None else None)
 
     def _decoder_losses(self, images: Tensor, student: ViewFeatures,
                         cams: Tensor, labels: Tensor,

@@ -6,6 +6,7 @@ from .image_labels import stack_image_labels
 from .par import PixelAdaptiveRefiner, refine_pseudo_labels
 from .permutohedral import PermutohedralLattice, bilateral_filter
 from .schedule import iteration_of
+from .training_progress import TrainingProgress, runner_training_progress
 from .views import ViewFeatures, split_views
 
 __all__ = [
@@ -13,5 +14,5 @@ __all__ = [
     'min_max_normalize', 'PixelAdaptiveRefiner', 'refine_pseudo_labels',
     'PermutohedralLattice', 'bilateral_filter', 'EMATeacher',
     'stack_image_labels', 'iteration_of', 'ViewFeatures', 'split_views',
-    'check_unit_interval'
+    'check_unit_interval', 'TrainingProgress', 'runner_training_progress'
 ]

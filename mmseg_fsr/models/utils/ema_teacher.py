@@ -1,5 +1,6 @@
 """The EMA teacher of self-distillation, kept inside the segmentor."""
 import copy
+import math
 from typing import Dict, Optional
 
 import torch
@@ -22,18 +23,65 @@ class EMATeacher(nn.ModuleDict):
     ``foreach`` call. ``momentum`` is the weight of the *old* teacher, as in
     DINO (mmengine's EMA classes use the opposite convention).
 
+    The momentum follows the authors' cosine schedule over the run's
+    optimiser steps (:meth:`momentum_at`); the buffer ``last_step`` (in
+    checkpoints) records the last step folded in, so :meth:`follow` moves
+    the teacher once per step however often it is called, and a resumed
+    run continues exactly.
+
     Args:
         students (dict[str, nn.Module]): Modules to copy, by name:
             ``backbone`` and ``aggregation_head`` for :meth:`targets`.
         train_mode (bool): Follow the segmentor into train mode (the
             authors' teacher runs with drop path); False pins it to eval.
+        momentum (float): Momentum at the first step. Default: 0.9995.
+        end_momentum (float): Momentum approached at the last step.
+            Default: 1.0.
     """
 
-    def __init__(self, students: Dict[str, nn.Module],
-                 train_mode: bool = True) -> None:
+    def __init__(self,
+                 students: Dict[str, nn.Module],
+                 train_mode: bool = True,
+                 momentum: float = 0.9995,
+                 end_momentum: float = 1.0) -> None:
+        if not 0 <= momentum <= end_momentum <= 1:
+            raise ValueError('need 0 <= momentum <= end_momentum <= 1, got '
+                             f'momentum={momentum}, '
+                             f'end_momentum={end_momentum}')
         super().__init__({k: copy.deepcopy(m) for k, m in students.items()})
         self.train_mode = train_mode
+        self.momentum = momentum
+        self.end_momentum = end_momentum
+        self.register_buffer('last_step', torch.tensor(-1))
         self.requires_grad_(False)
+
+    def momentum_at(self, step: int, max_steps: int) -> float:
+        """Momentum of 0-based step ``step`` of ``max_steps``: ``end - (end
+        - start) * (1 + cos(pi * step / max_steps)) / 2`` (the authors'
+        ``cosine_scheduler``), ``end`` past the run."""
+        progress = min(1.0, step / max(max_steps, 1))
+        return self.end_momentum - (self.end_momentum - self.momentum) * (
+            1 + math.cos(math.pi * progress)) / 2
+
+    @torch.no_grad()
+    def follow(self, students: Dict[str, nn.Module], step: int,
+               max_steps: int) -> bool:
+        """EMA step for the student after optimiser step ``step``, at
+        :meth:`momentum_at`, unless that step is folded in already.
+
+        Args:
+            students (dict[str, nn.Module]): The student modules, by name.
+            step (int): The 0-based optimiser step just done; < 0: none.
+            max_steps (int): The run's length in optimiser steps.
+
+        Returns:
+            bool: Whether the teacher moved.
+        """
+        if step < 0 or int(self.last_step) == step:
+            return False
+        self.momentum_update(students, self.momentum_at(step, max_steps))
+        self.last_step.fill_(step)
+        return True
 
     def train(self, mode: bool = True) -> 'EMATeacher':
         """Switch modes; without ``train_mode`` it stays in eval mode."""
