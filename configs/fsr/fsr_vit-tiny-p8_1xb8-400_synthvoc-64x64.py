@@ -4,6 +4,7 @@
 # the learning rate, the teacher momentum and data_root differ. Point it at
 # any VOC-layout folder with `--data-root`.
 _base_ = ['./fsr_vit-b16_4xb2-20k_voc12aug-448x448.py']
+import os  # noqa: E402  (after _base_: mmengine reads this as a plain config)
 
 data_root = 'data/synthetic_voc'
 crop_size = 64
@@ -69,3 +70,6 @@ custom_hooks = [
     dict(type='WSSSVisualizationHook', interval=100, num_images=2),
 ]
 env_cfg = dict(dist_cfg=dict(backend='gloo'))
+# --tta: no more CRF worker processes than this machine has cores (the
+# paper config's 4 assume a GPU machine)
+tta_model = dict(crf_workers=min(4, os.cpu_count() or 1))
