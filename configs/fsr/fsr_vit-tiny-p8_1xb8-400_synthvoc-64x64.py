@@ -67,7 +67,7 @@ custom_hooks = [
     dict(type='FSRTeacherHook', momentum=0.99, end_momentum=1.0),
     dict(type='NonFiniteLossGuardHook', max_loss=1e4),
     dict(type='DeterministicResumeHook'),
-    dict(type='WSSSVisualizationHook', interval=100, num_images=2),
+    dict(type='WSSSVisualizationHook', interval=0.25, num_images=2),
 ]
 env_cfg = dict(dist_cfg=dict(backend='gloo'))
 # --tta: no more CRF worker processes than this machine has cores (the
