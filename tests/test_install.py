@@ -94,8 +94,8 @@ def test_tool_help(tool):
 def test_shell_scripts_parse():
     for script in ('tools/dist_train.sh', 'tools/dist_test.sh',
                    'tools/slurm_train.sh', 'tools/slurm_test.sh',
-                   'tools/install/setup_env.sh', 'tools/install/build_mmcv.sh',
-                   '.ci/run'):
+                   'tools/slurm_run.sh', 'tools/install/setup_env.sh',
+                   'tools/install/build_mmcv.sh', '.ci/run'):
         subprocess.run(['bash', '-n', str(REPO / script)], check=True)
 
 

@@ -28,6 +28,15 @@ done
 exec "${task[@]}"
 '''
 
+# the scripts' variables, and the srun options they give
+SLURM_VARIABLES = dict(GPUS='1', GPUS_PER_NODE='1', CPUS_PER_TASK='2',
+                       SRUN_ARGS='--time=10 --mem=2G')
+SRUN_OPTIONS = [
+    '-p', 'cpu', '--job-name=fsr', '--gres=gpu:1', '--ntasks=1',
+    '--ntasks-per-node=1', '--cpus-per-task=2', '--kill-on-bad-exit=1',
+    '--time=10', '--mem=2G'
+]
+
 pytestmark = pytest.mark.skipif(
     shutil.which('bash') is None, reason='needs bash')
 
@@ -43,16 +52,10 @@ def slurm(tmp_path, tiny_cfg):
     config = tmp_path / 'tiny.py'
     tiny_cfg(1).dump(str(config))
     log = tmp_path / 'srun.log'
-    env = dict(
-        os.environ,
+    env = dict(os.environ, **SLURM_VARIABLES)
+    env.update(
         PATH=os.pathsep.join([str(bin_dir), os.environ['PATH']]),
-        PYTHON=sys.executable,
-        SRUN_LOG=str(log),
-        GPUS='1',
-        GPUS_PER_NODE='1',
-        CPUS_PER_TASK='2',
-        SRUN_ARGS='--time=10 --mem=2G',
-        OMP_NUM_THREADS='1',
+        PYTHON=sys.executable, SRUN_LOG=str(log), OMP_NUM_THREADS='1',
         CUDA_VISIBLE_DEVICES='')
     return str(config), env, log
 
@@ -68,13 +71,6 @@ def _srun_call(log: Path) -> list:
     """The recorded call: [PYTHONPATH's first entry, srun arguments...]."""
     pythonpath, *args = log.read_text().splitlines()
     return [pythonpath.split('=', 1)[1].split(os.pathsep)[0]] + args
-
-
-SRUN_OPTIONS = [
-    '-p', 'cpu', '--job-name=fsr', '--gres=gpu:1', '--ntasks=1',
-    '--ntasks-per-node=1', '--cpus-per-task=2', '--kill-on-bad-exit=1',
-    '--time=10', '--mem=2G'
-]
 
 
 def test_slurm_train_and_test(slurm, tmp_path):
