@@ -1,10 +1,13 @@
 # CPU quick-start: FSR with a tiny ViT on the synthetic VOC-layout data made
 # by tools/dataset_converters/make_synthetic_voc.py. Same data set classes,
 # pipelines, model types and schedule shape as the paper config; only sizes,
-# the learning rate, the teacher momentum and data_root differ. Point it at
-# any VOC-layout folder with `--data-root`.
+# the learning rate, the teacher momentum, how often panels are drawn, the
+# CRF worker count and data_root differ. Point it at any VOC-layout folder
+# with `--data-root`.
 _base_ = ['./fsr_vit-b16_4xb2-20k_voc12aug-448x448.py']
-import os  # noqa: E402  (after _base_: mmengine reads this as a plain config)
+# after _base_: with an import first, mmengine would parse this file as a
+# lazy-import (pure Python) config
+import os  # noqa: E402
 
 data_root = 'data/synthetic_voc'
 crop_size = 64
