@@ -29,6 +29,7 @@ from PIL import Image
 import mmseg
 from mmseg_fsr.testing import generate_synthetic_voc
 from mmseg_fsr.utils.config_utils import set_data_root
+from mmseg_fsr.visualization import WSSSLocalVisualizer
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = sorted(
@@ -111,7 +112,7 @@ def run_mmseg_tool(rel_path: str, argv: list) -> None:
     fresh process: with no visualiser left by an earlier tool (mmengine
     hands an existing instance of the same name back, old save_dir and
     all)."""
-    for manager in (Visualizer, SegLocalVisualizer):
+    for manager in (Visualizer, SegLocalVisualizer, WSSSLocalVisualizer):
         manager._instance_dict.clear()
     script = osp.join(MMSEG_TOOLS, rel_path)
     old_argv = sys.argv
