@@ -16,11 +16,14 @@ of it in the right order; ``pip install ".[mim]"`` / ``mim install`` add the
 full ``mminstall.txt`` (with mmcv) as OpenMMLab projects do.
 
 Like OpenMMLab codebases, the package carries ``configs/`` and ``tools/``
-under ``mmseg_fsr/.mim/`` so ``mim train mmseg_fsr <config-file-name>`` finds
-the config and runs ``.mim/tools/train.py``, and the package finds its own
-configs wherever it is installed. Wheels get copies; an editable install gets
-symbolic links to the repository's folders (git-ignored), as mmseg's
-``setup.py develop`` does.
+under ``mmseg_fsr/.mim/``, so the package finds its own configs wherever it
+is installed, and on a regular install ``mim train mmseg_fsr
+<config-file-name>`` finds the config and runs ``.mim/tools/train.py``.
+Wheels get copies; an editable install gets symbolic links to the
+repository's folders (git-ignored), as mmseg's ``setup.py develop`` does.
+mim looks for ``.mim`` next to the installed distribution (site-packages),
+which an editable install leaves empty: there, ``mim train mmsegmentation
+<config path>`` is the form that works (README, tests/test_install.py).
 """
 import os
 import os.path as osp

@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import cv2
@@ -26,9 +27,10 @@ REPO = Path(__file__).resolve().parents[1]
 PKG = REPO / 'mmseg_fsr'
 
 
-def run(cmd, cwd, timeout=300):
+def run(cmd, cwd, timeout=300, **env_vars):
     env = dict(os.environ)
     env.pop('PYTHONPATH', None)  # the installed package must be enough
+    env.update(env_vars)
     proc = subprocess.run(
         [str(c) for c in cmd],
         cwd=str(cwd),
@@ -91,8 +93,9 @@ def test_tool_help(tool):
 
 def test_shell_scripts_parse():
     for script in ('tools/dist_train.sh', 'tools/dist_test.sh',
-                   'tools/install/setup_env.sh', 'tools/install/build_mmcv.sh',
-                   '.ci/run'):
+                   'tools/slurm_train.sh', 'tools/slurm_test.sh',
+                   'tools/slurm_run.sh', 'tools/install/setup_env.sh',
+                   'tools/install/build_mmcv.sh', '.ci/run'):
         subprocess.run(['bash', '-n', str(REPO / script)], check=True)
 
 
@@ -252,6 +255,122 @@ def test_mim_train_and_test_mmsegmentation(tiny_config):
         work / 'iter_2.pth', '--work-dir', root / 'mim_test'
     ],
               cwd=root)
+    assert 'mIoU' in out
+
+
+# --------------------------------------------------------------------------
+# The configs that installs carry, and the README's `mim` forms
+CPU_CONFIG_NAME = 'fsr_vit-tiny-p8_1xb8-400_synthvoc-64x64.py'
+# a one-iteration CPU run on the synthetic data
+SHORT_RUN = [
+    'train_cfg.max_iters=1', 'train_dataloader.batch_size=2',
+    'train_dataloader.num_workers=0',
+    'train_dataloader.persistent_workers=False',
+    'val_dataloader.num_workers=0', 'test_dataloader.num_workers=0'
+]
+# the README's line that prints where an install keeps the configs
+CONFIG_DIR_SNIPPET = ("import mmseg_fsr, os; print(os.path.join(os.path."
+                      "dirname(mmseg_fsr.__file__), '.mim', 'configs'))")
+
+
+def data_root_options(data_root) -> list:
+    """mmseg's tools have no --data-root: each loader's data set."""
+    return [
+        f'{loader}.dataset.data_root={data_root}'
+        for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')
+    ]
+
+
+@pytest.fixture(scope='module')
+def wheel(tmp_path_factory) -> Path:
+    """The package built once as a wheel (``pip wheel``, offline), from a
+    copy of the sources so that the build leaves nothing in the repository.
+    """
+    src = tmp_path_factory.mktemp('wheel_src')
+    for name in ('setup.py', 'pyproject.toml', 'MANIFEST.in', 'README.md',
+                 'requirements.txt'):
+        shutil.copy(REPO / name, src / name)
+    for name in ('requirements', 'mmseg_fsr', 'configs', 'tools'):
+        shutil.copytree(
+            REPO / name, src / name,
+            ignore=shutil.ignore_patterns('__pycache__', '.mim'))
+    dist = tmp_path_factory.mktemp('wheel_dist')
+    run([
+        sys.executable, '-m', 'pip', 'wheel', '--no-deps',
+        '--no-build-isolation', '--no-index', '-w', dist, src
+    ],
+        cwd=src)
+    [built] = dist.glob('mmseg_fsr-*.whl')
+    return built
+
+
+def test_wheel_carries_configs_and_tools(wheel):
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    for folder in ('configs', 'tools'):
+        shipped = {
+            f'mmseg_fsr/.mim/{p.relative_to(REPO).as_posix()}'
+            for p in (REPO / folder).rglob('*')
+            if p.is_file() and '__pycache__' not in p.parts
+        }
+        assert shipped and shipped <= names, sorted(shipped - names)
+    assert not [n for n in names if '__pycache__' in n]
+
+
+def test_mim_on_a_regular_install(wheel, synthetic_voc, tmp_path):
+    """``pip install`` (here into a folder on PYTHONPATH): the configs are
+    where the README says; ``mim train/test mmseg_fsr <config name>`` run
+    the installed tools from outside the repository."""
+    target = tmp_path / 'site'
+    run([
+        sys.executable, '-m', 'pip', 'install', '--no-deps', '--no-index',
+        '--target', target, wheel
+    ],
+        cwd=tmp_path)
+    config_dir = run([sys.executable, '-c', CONFIG_DIR_SNIPPET],
+                     cwd=tmp_path, PYTHONPATH=str(target)).splitlines()[-1]
+    assert config_dir == str(target / 'mmseg_fsr' / '.mim' / 'configs')
+    config = Path(config_dir) / 'fsr' / CPU_CONFIG_NAME
+    assert config.is_file()
+
+    mim = shutil.which('mim', path=osp.dirname(sys.executable))
+    work = tmp_path / 'work'
+    out = run([
+        mim, 'train', 'mmseg_fsr', CPU_CONFIG_NAME, '--work-dir', work,
+        '--data-root', synthetic_voc, '--cfg-options', *SHORT_RUN
+    ],
+        cwd=tmp_path, PYTHONPATH=str(target))
+    # the installed copy of this project's tools/train.py
+    assert str(target / 'mmseg_fsr' / '.mim' / 'tools' / 'train.py') in out
+    assert (work / 'iter_1.pth').is_file()
+    out = run([
+        mim, 'test', 'mmseg_fsr', CPU_CONFIG_NAME, '--checkpoint',
+        work / 'iter_1.pth', '--work-dir', tmp_path / 'test', '--data-root',
+        synthetic_voc, '--cfg-options', *SHORT_RUN[-1:]
+    ],
+        cwd=tmp_path, PYTHONPATH=str(target))
+    assert str(target / 'mmseg_fsr' / '.mim' / 'tools' / 'test.py') in out
+    assert 'mIoU' in out
+
+
+def test_mim_mmsegmentation_with_a_repository_config(
+        synthetic_voc, tmp_path):
+    """The editable install's form: ``mim train/test mmsegmentation`` with
+    a config of the repository by its path, from another directory (the
+    repository on PYTHONPATH, where an editable install puts it)."""
+    mim = shutil.which('mim', path=osp.dirname(sys.executable))
+    config = REPO / 'configs' / 'fsr' / CPU_CONFIG_NAME
+    options = ['--cfg-options', *data_root_options(synthetic_voc), *SHORT_RUN]
+    work = tmp_path / 'work'
+    run([mim, 'train', 'mmsegmentation', config, '--work-dir', work,
+         *options],
+        cwd=tmp_path, PYTHONPATH=str(REPO))
+    assert (work / 'iter_1.pth').is_file()
+    out = run([
+        mim, 'test', 'mmsegmentation', config, '--checkpoint',
+        work / 'iter_1.pth', '--work-dir', tmp_path / 'test', *options
+    ],
+        cwd=tmp_path, PYTHONPATH=str(REPO))
     assert 'mIoU' in out
 
 

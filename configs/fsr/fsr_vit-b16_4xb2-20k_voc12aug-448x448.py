@@ -10,3 +10,7 @@ _base_ = [
 ]
 tta_model = {{_base_.fsr_tta_model}}
 tta_pipeline = {{_base_.fsr_tta_pipeline}}
+# the two-view training samples carry no pixel labels: browse_dataset.py
+# shows them as they are (mmseg's visualiser would blend their all-ignore
+# placeholder mask in at alpha 0.8)
+visualizer = dict(type='WSSSLocalVisualizer')

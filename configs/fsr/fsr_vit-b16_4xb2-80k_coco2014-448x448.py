@@ -12,6 +12,10 @@ _base_ = [
 ]
 tta_model = {{_base_.fsr_tta_model}}
 tta_pipeline = {{_base_.fsr_tta_pipeline}}
+# the two-view training samples carry no pixel labels: browse_dataset.py
+# shows them as they are (mmseg's visualiser would blend their all-ignore
+# placeholder mask in at alpha 0.8)
+visualizer = dict(type='WSSSLocalVisualizer')
 model = dict(
     decode_head=dict(num_classes=81),
     pseudo_labeller=dict(high_thr=0.65, low_thr=0.25, eval_bg_thr=0.45),

@@ -1,9 +1,13 @@
 # CPU quick-start: FSR with a tiny ViT on the synthetic VOC-layout data made
 # by tools/dataset_converters/make_synthetic_voc.py. Same data set classes,
 # pipelines, model types and schedule shape as the paper config; only sizes,
-# the learning rate, the teacher momentum and data_root differ. Point it at
-# any VOC-layout folder with `--data-root`.
+# the learning rate, the teacher momentum, how often panels are drawn, the
+# CRF worker count and data_root differ. Point it at any VOC-layout folder
+# with `--data-root`.
 _base_ = ['./fsr_vit-b16_4xb2-20k_voc12aug-448x448.py']
+# after _base_: with an import first, mmengine would parse this file as a
+# lazy-import (pure Python) config
+import os  # noqa: E402
 
 data_root = 'data/synthetic_voc'
 crop_size = 64
@@ -67,6 +71,9 @@ custom_hooks = [
     dict(type='FSRTeacherHook'),
     dict(type='NonFiniteLossGuardHook', max_loss=1e4),
     dict(type='DeterministicResumeHook'),
-    dict(type='WSSSVisualizationHook', interval=100, num_images=2),
+    dict(type='WSSSVisualizationHook', interval=0.25, num_images=2),
 ]
 env_cfg = dict(dist_cfg=dict(backend='gloo'))
+# --tta: no more CRF worker processes than this machine has cores (the
+# paper config's 4 assume a GPU machine)
+tta_model = dict(crf_workers=min(4, os.cpu_count() or 1))

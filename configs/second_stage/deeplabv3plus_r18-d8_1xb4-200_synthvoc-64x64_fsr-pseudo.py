@@ -51,14 +51,10 @@ model = dict(
         c1_in_channels=64, c1_channels=12, in_channels=512, channels=128),
     auxiliary_head=dict(in_channels=256, channels=64))
 
+# no `end`: mmengine ends the decay at train_cfg.max_iters, so a run
+# shortened with --cfg-options train_cfg.max_iters=N still decays to eta_min
 param_scheduler = [
-    dict(
-        type='PolyLR',
-        eta_min=1e-4,
-        power=0.9,
-        begin=0,
-        end=max_iters,
-        by_epoch=False)
+    dict(type='PolyLR', eta_min=1e-4, power=0.9, begin=0, by_epoch=False)
 ]
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
 default_hooks = dict(

@@ -199,6 +199,35 @@ def _write_split(dirs: Dict[str, str], split: str, count: int,
     return per_class
 
 
+def _checked_arguments(class_ids: Sequence[int],
+                       img_size: Tuple[int, int]) -> List[int]:
+    """``class_ids`` as ints, after checking that they are distinct keys of
+    ``CLASS_STYLES`` and that ``img_size`` is at least 32x32."""
+    class_ids = [int(c) for c in class_ids]
+    if set(class_ids) - set(CLASS_STYLES) or not class_ids or len(
+            set(class_ids)) != len(class_ids):
+        raise ValueError(f'class_ids must be distinct ids from '
+                         f'{sorted(CLASS_STYLES)}, got {class_ids}')
+    if min(img_size) < 32:
+        raise ValueError(f'img_size must be at least 32x32, got {img_size}')
+    return class_ids
+
+
+def _write_labels_and_summary(summary: dict,
+                              onehot: Dict[str, np.ndarray]) -> dict:
+    """Write the image-level label file and ``summary.json`` into
+    ``summary['out_dir']``; returns ``summary`` with ``label_file``."""
+    out_dir = summary['out_dir']
+    # A pickle-free archive (one array per image name), not the pickled
+    # dict .npy of the WSSS authors: loading it can never run code.
+    label_file = osp.join(out_dir, 'cls_labels_onehot.npz')
+    save_image_label_file(label_file, onehot)
+    summary = dict(summary, label_file=label_file)
+    with open(osp.join(out_dir, 'summary.json'), 'w') as f:
+        json.dump(summary, f, indent=2)
+    return summary
+
+
 def generate_synthetic_voc(out_dir: str,
                            num_train: int = 200,
                            num_val: int = 50,
@@ -226,51 +255,35 @@ def generate_synthetic_voc(out_dir: str,
 
     Args:
         out_dir (str): Output folder (created if needed).
-        num_train (int): Training images (train.txt and aug.txt).
-            Defaults to 200.
+        num_train (int): Training images (train and aug lists). Defaults
+            to 200.
         num_val (int): Validation images. Defaults to 50.
         img_size (tuple[int, int]): Image (H, W). Defaults to (128, 128).
         seed (int): Random seed. Defaults to 0.
-        class_ids (Sequence[int]): VOC class ids to draw, a subset of
-            ``CLASS_STYLES`` (1-6). Defaults to (1, 2, 3, 4): aeroplane,
-            bicycle, bird, boat.
+        class_ids (Sequence[int]): VOC class ids to draw, from
+            ``CLASS_STYLES`` (1-6). Defaults to aeroplane, bicycle, bird, boat.
         max_objects (int): Most objects per image. Defaults to 3.
         border_width (int): Width in px of the 255 band on object
             contours; 0 disables it. Defaults to 4.
         jpeg_quality (int): JPEG quality. Defaults to 95.
 
     Returns:
-        dict: Summary with ``out_dir``, ``img_size``, ``num_train``,
-        ``num_val``, ``class_ids``, ``class_names``, ``images_per_class``
-        (per split, by class name) and ``label_file``.
+        dict: What ``summary.json`` holds: ``out_dir``, the sizes, class ids
+        and names, ``images_per_class`` (per split) and ``label_file``.
 
     Raises:
         ValueError: On unknown class ids or sizes too small to draw.
     """
-    class_ids = [int(c) for c in class_ids]
-    if set(class_ids) - set(CLASS_STYLES) or not class_ids or len(
-            set(class_ids)) != len(class_ids):
-        raise ValueError(f'class_ids must be distinct ids from '
-                         f'{sorted(CLASS_STYLES)}, got {class_ids}')
-    h, w = img_size
-    if min(h, w) < 32:
-        raise ValueError(f'img_size must be at least 32x32, got {img_size}')
+    class_ids = _checked_arguments(class_ids, img_size)
     dirs, onehot = _make_dirs(out_dir), {}
     images_per_class = {
-        split: _write_split(dirs, split, count, onehot, seed, (h, w),
-                            class_ids, max_objects, border_width,
-                            jpeg_quality)
+        split: _write_split(dirs, split, count, onehot, seed, tuple(img_size),
+                            class_ids, max_objects, border_width, jpeg_quality)
         for split, count in (('train', num_train), ('val', num_val))
     }
-    # A pickle-free archive (one array per image name), not the pickled
-    # dict .npy of the WSSS authors: loading it can never run code.
-    label_file = osp.join(out_dir, 'cls_labels_onehot.npz')
-    save_image_label_file(label_file, onehot)
     summary = dict(
-        out_dir=out_dir, img_size=[h, w], num_train=num_train,
+        out_dir=out_dir, img_size=list(img_size), num_train=num_train,
         num_val=num_val, class_ids=class_ids,
         class_names=[VOC_CLASSES[c] for c in class_ids],
-        images_per_class=images_per_class, label_file=label_file)
-    with open(osp.join(out_dir, 'summary.json'), 'w') as f:
-        json.dump(summary, f, indent=2)
-    return summary
+        images_per_class=images_per_class)
+    return _write_labels_and_summary(summary, onehot)

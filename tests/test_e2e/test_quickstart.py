@@ -25,6 +25,7 @@ def test_quickstart_short_run(synthetic_voc, tmp_path, monkeypatch):
     # the full 400-iteration run does, see configs/fsr/README.md.
     assert exit_info.value.code in (0, 1)
     assert 0 < summary['all-background mIoU'] < 100
+    assert summary['minutes'] >= 0  # the tool reports its own time
     for key in ('decoder mIoU', 'CAM pseudo-label mIoU',
                 'PAR pseudo-label mIoU'):
         assert 0 <= summary[key] <= 100, key

@@ -178,17 +178,30 @@ def test_only_the_main_process_draws(tiny_cfg, monkeypatch):
     assert not _panels(runner)
 
 
+@pytest.mark.parametrize('interval, steps', [(0.5, (2, 4)),
+                                             (0.025, (1, 2, 3, 4))])
+def test_interval_as_fraction_of_the_run(tiny_cfg, interval, steps):
+    """A float interval is that fraction of the run (at least 1
+    iteration): a run shorter than the paper config's 500 iterations still
+    draws."""
+    runner, _ = _train(tiny_cfg(4), 'fraction', interval=interval)
+    assert sorted(_panels(runner)) == sorted(
+        f'wsss_panel_{i}_{step}.png' for i in range(2) for step in steps)
+
+
 @pytest.mark.parametrize(
     'config', FSR_CONFIGS, ids=[osp.relpath(c, REPO) for c in FSR_CONFIGS])
 def test_every_fsr_config_draws(config):
+    """Every config draws a fixed share of its run (40 or 4 times)."""
     hooks = [h for h in Config.fromfile(config).custom_hooks
              if h.type == HOOK]
     assert len(hooks) == 1
-    assert isinstance(hooks[0].interval, int) and hooks[0].interval > 0
+    assert hooks[0].interval in (0.025, 0.25)
 
 
-@pytest.mark.parametrize('kwargs', [dict(interval=0), dict(interval=0.1),
-                                    dict(num_images=0)])
+@pytest.mark.parametrize('kwargs', [
+    dict(interval=0), dict(interval=0.0), dict(interval=1.5),
+    dict(interval=True), dict(interval='100'), dict(num_images=0)])
 def test_bad_arguments(kwargs):
     with pytest.raises(ValueError):
         wsss_visualization_hook.WSSSVisualizationHook(**kwargs)

@@ -1,4 +1,5 @@
 """Dense CRF and the multi-scale + flip + CRF test-time model."""
+import os
 import sys
 
 import numpy as np
@@ -15,7 +16,7 @@ from mmseg_fsr.models.segmentors.crf_tta_model import CRFSegTTAModel
 from mmseg_fsr.models.utils.dense_crf import dense_crf
 from PIL import Image
 
-from mmseg_fsr.testing import PAPER_CONFIG, tiny_fsr_model_cfg
+from mmseg_fsr.testing import CPU_CONFIG, PAPER_CONFIG, tiny_fsr_model_cfg
 
 # every FSR config's --tta is the paper's recipe
 TTA_CONFIG = PAPER_CONFIG
@@ -206,3 +207,19 @@ def test_paper_tta_config_views(tmp_path):
     assert shapes == [(20, 30), (20, 30), (25, 38), (25, 38), (30, 45),
                       (30, 45)]
     assert flips == [False, True] * 3
+
+
+@pytest.mark.parametrize('cores, workers', [(1, 1), (2, 2), (16, 4),
+                                            (None, 1)])
+def test_cpu_config_crf_workers_follow_the_machine(monkeypatch, cores,
+                                                   workers):
+    """The CPU config's --tta starts at most one CRF process per core (the
+    paper config keeps its 4)."""
+    monkeypatch.setattr(os, 'cpu_count', lambda: cores)
+    cfg = Config.fromfile(CPU_CONFIG)
+    assert cfg.tta_model.crf_workers == workers
+    assert Config.fromfile(PAPER_CONFIG).tta_model.crf_workers == 4
+    init_default_scope('mmseg')
+    cfg.model = tiny_fsr_model_cfg()
+    tta = MODELS.build(dict(cfg.tta_model, module=cfg.model))
+    assert tta.crf_workers == workers

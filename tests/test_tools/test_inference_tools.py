@@ -305,7 +305,11 @@ def test_tiny_second_stage_trains_offline(pseudo_dir, data_root, tmp_path,
     cfg = Config.fromfile(osp.join(REPO, TINY_SECOND_STAGE))
     set_data_root(cfg, data_root)
     cfg.work_dir = str(tmp_path)
-    cfg.train_cfg.update(max_iters=2, val_interval=2)
+    # as --cfg-options does: the schedule follows the shortened run
+    cfg.merge_from_dict({
+        'train_cfg.max_iters': 2,
+        'train_cfg.val_interval': 2
+    })
     cfg.train_dataloader.update(
         batch_size=2, num_workers=0, persistent_workers=False)
     cfg.val_dataloader.num_workers = 0
@@ -314,6 +318,11 @@ def test_tiny_second_stage_trains_offline(pseudo_dir, data_root, tmp_path,
     runner = Runner.from_cfg(cfg)
     runner.train()
     assert runner.iter == 2
+    # PolyLR decayed all the way over the 2 iterations, not 2 of 200
+    [poly] = runner.param_schedulers
+    assert (poly.begin, poly.end) == (0, 2)
+    assert runner.optim_wrapper.get_lr()['lr'][0] == pytest.approx(
+        poly.eta_min)
     assert runner.train_dataloader.dataset.get_data_info(0)[
         'seg_map_path'].startswith(pseudo_dir)
     assert np.isfinite(

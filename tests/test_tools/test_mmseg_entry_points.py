@@ -29,6 +29,7 @@ from PIL import Image
 import mmseg
 from mmseg_fsr.testing import generate_synthetic_voc
 from mmseg_fsr.utils.config_utils import set_data_root
+from mmseg_fsr.visualization import WSSSLocalVisualizer
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = sorted(
@@ -111,7 +112,7 @@ def run_mmseg_tool(rel_path: str, argv: list) -> None:
     fresh process: with no visualiser left by an earlier tool (mmengine
     hands an existing instance of the same name back, old save_dir and
     all)."""
-    for manager in (Visualizer, SegLocalVisualizer):
+    for manager in (Visualizer, SegLocalVisualizer, WSSSLocalVisualizer):
         manager._instance_dict.clear()
     script = osp.join(MMSEG_TOOLS, rel_path)
     old_argv = sys.argv
@@ -146,17 +147,33 @@ def test_init_model_and_inferencer(config_file, tmp_path):
 
 
 @pytest.mark.parametrize('config_file', CONFIGS, indirect=True)
-def test_browse_dataset(config_file, tmp_path):
+def test_browse_dataset(config_file, tmp_path, monkeypatch):
     path, cfg, _ = config_file
     out_dir = tmp_path / 'browse'
+    shown = {}  # out file name -> the RGB view the tool passed to draw
+    add_datasample = SegLocalVisualizer.add_datasample
+
+    def record(self, name, image, *args, **kwargs):
+        shown[name] = image.copy()
+        return add_datasample(self, name, image, *args, **kwargs)
+
+    monkeypatch.setattr(SegLocalVisualizer, 'add_datasample', record)
     run_mmseg_tool('analysis_tools/browse_dataset.py',
                    [path, '--not-show', '--output-dir', str(out_dir)])
     # one picture per training image: view 1 of its two views
     crop = cfg.train_pipeline[-2].crop_size
     written = sorted(out_dir.iterdir())
-    assert len(written) == 2
-    with Image.open(written[0]) as drawn:
-        assert drawn.size == (crop, crop)
+    assert len(written) == 2 and {p.name for p in written} == shown.keys()
+    for picture in written:
+        with Image.open(picture) as drawn:
+            assert drawn.size == (crop, crop)
+            drawn = np.asarray(drawn.convert('RGB'))
+        # the view at its brightness (up to the JPEG the tool writes): the
+        # label-free placeholder mask is not blended in (mmseg's visualiser
+        # would give a fifth of it)
+        view = shown[picture.name].astype(float)
+        assert view.mean() > 10
+        assert drawn.mean() == pytest.approx(view.mean(), rel=0.02)
 
 
 @pytest.mark.parametrize('config_file', CONFIGS, indirect=True)

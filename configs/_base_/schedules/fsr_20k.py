@@ -63,7 +63,7 @@ custom_hooks = [
     # panels (image, CAM per class, token mask, PAR label, prediction) of 2
     # training images to every visualizer backend: <work_dir>/<time>/
     # vis_data/vis_image by default; TensorBoard: docs/visualization.md
-    dict(type='WSSSVisualizationHook', interval=500, num_images=2),
+    dict(type='WSSSVisualizationHook', interval=0.025, num_images=2),
 ]
 randomness = dict(seed=0)
 # 4 GPUs x 2 images; scale the lr with --auto-scale-lr on other setups.

@@ -36,7 +36,8 @@ class PackWSSSInputs(PackSegInputs):
       mask is the uncropped one: ``MultiView`` only crops ``img``). A
       multi-view sample without it gets an all-``ignore_index``
       ``gt_sem_seg`` of the views' size instead: no pixel label, but a
-      sample mmseg's visualiser can draw (``browse_dataset.py``).
+      sample mmseg's visualiser can draw (``browse_dataset.py``;
+      ``WSSSLocalVisualizer`` shows it as the bare image).
 
     Args:
         meta_keys (Sequence[str]): Meta keys to collect, as in

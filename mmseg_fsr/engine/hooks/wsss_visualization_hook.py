@@ -1,7 +1,7 @@
 """Panels of what WSSS training learns from, drawn during training."""
 import os.path as osp
 from contextlib import contextmanager
-from typing import Iterator, List, Optional
+from typing import Iterator, List, Optional, Union
 
 import cv2
 import numpy as np
@@ -13,7 +13,7 @@ from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS
 
 from ...models.pseudo_labellers import to_8bit_rgb
-from ...models.utils import stack_image_labels
+from ...models.utils import iteration_of, stack_image_labels
 from ...visualization import draw_cam_panel
 
 
@@ -54,24 +54,36 @@ class WSSSVisualizationHook(Hook):
     random draws) is the same with and without the hook.
 
     Args:
-        interval (int): Draw after every ``interval``-th iteration.
+        interval (int | float): Draw after every ``interval``-th iteration;
+            a float in (0, 1] is that fraction of ``max_iters`` (at least 1
+            iteration), resolved when training starts, so that a shortened
+            run still draws. Defaults to 0.025 (500 of 20k iterations).
         num_images (int): Panels per drawing, the batch's first images.
     """
 
     # after the loss guard and the teacher update: draws the stepped model
     priority = 'LOW'
 
-    def __init__(self, interval: int = 500, num_images: int = 2) -> None:
-        if not (isinstance(interval, int) and interval > 0):
-            raise ValueError(
-                f'interval must be a positive int, got {interval!r}')
+    def __init__(self,
+                 interval: Union[int, float] = 0.025,
+                 num_images: int = 2) -> None:
+        fraction = isinstance(interval, float) and 0 < interval <= 1
+        count = isinstance(interval, int) and not isinstance(
+            interval, bool) and interval > 0
+        if not (fraction or count):
+            raise ValueError('interval must be a positive int (iterations) '
+                             'or a float in (0, 1] (fraction of max_iters), '
+                             f'got {interval!r}')
         if num_images <= 0:
             raise ValueError(f'num_images must be positive, got {num_images}')
         self.interval = interval
         self.num_images = num_images
 
     def before_train(self, runner) -> None:
-        """Read the class names and palette of the training data."""
+        """Resolve the interval and read the class names and palette of the
+        training data."""
+        self.every_iters = max(1, iteration_of(self.interval,
+                                               runner.max_iters))
         meta = runner.train_dataloader.dataset.metainfo
         self.classes, self.palette = meta['classes'], meta['palette']
 
@@ -81,7 +93,7 @@ class WSSSVisualizationHook(Hook):
                          data_batch: Optional[dict] = None,
                          outputs: Optional[dict] = None) -> None:
         """Draw the panels of this batch every ``interval`` iterations."""
-        if not self.every_n_train_iters(runner, self.interval) or \
+        if not self.every_n_train_iters(runner, self.every_iters) or \
                 not is_main_process():
             return
         model = runner.model.module if is_model_wrapper(
