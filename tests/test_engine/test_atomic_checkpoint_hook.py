@@ -96,4 +96,3 @@ def test_failed_save_keeps_the_last_checkpoint_and_resume_continues(
     assert final['meta']['iter'] == 6
     hub = final['message_hub']['runtime_info']
     assert hub['keep_ckpt_ids'] == [6]
-
