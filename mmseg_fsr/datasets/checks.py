@@ -17,6 +17,7 @@ Every problem becomes a :class:`DataIssue` (file path + reason), and the
 caller raises one :class:`DatasetCheckError` that lists them all.
 """
 import io
+import logging
 import os
 import sys
 import warnings
@@ -26,6 +27,7 @@ from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple
 import mmcv
 import mmengine.fileio as fileio
 import numpy as np
+from mmengine.logging import print_log
 
 # Smallest image side accepted by the full check. A 1-px side breaks the
 # loaders (mmcv returns a 1-D array for a 1-px-wide mask); 2..15 px would
@@ -131,14 +133,16 @@ def read_split_file(path: str,
 
 
 def warn_blank_lines(path: str, blank_lines: Sequence[int]) -> None:
-    """Warn once that blank lines of a split list were ignored."""
+    """Warn once that blank lines of a split list were ignored: in the
+    run's log (mmengine's current logger) and as a ``UserWarning`` (which
+    ``tools/check_dataset.py`` collects)."""
     if blank_lines:
         shown = ', '.join(map(str, blank_lines[:10]))
         more = ', ...' if len(blank_lines) > 10 else ''
-        warnings.warn(
-            f'{path}: ignored {len(blank_lines)} blank line(s) '
-            f'(line {shown}{more})',
-            stacklevel=2)
+        message = (f'{path}: ignored {len(blank_lines)} blank line(s) '
+                   f'(line {shown}{more})')
+        print_log(message, logger='current', level=logging.WARNING)
+        warnings.warn(message, stacklevel=2)
 
 
 def _is_local(path: str, backend_args: Optional[dict]) -> bool:

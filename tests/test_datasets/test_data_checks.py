@@ -7,6 +7,7 @@ import shutil
 import cv2
 import numpy as np
 import pytest
+from mmengine.logging import MMLogger
 from mmengine.registry import init_default_scope
 from PIL import Image
 
@@ -140,14 +141,19 @@ def test_duplicate_id_is_an_error(root):
     ]
 
 
-def test_blank_lines_are_ignored_with_a_warning(root):
+def test_blank_lines_are_ignored_with_a_warning(root, tmp_path):
     names = (root / SPLIT).read_text().split()
     (root / SPLIT).write_text('\n'.join(names[:3]) + '\n\n' +
                               '\n'.join(names[3:]) + '\n\n\n')
-    with pytest.warns(UserWarning,
-                      match=r'aug.txt: ignored 3 blank line\(s\) '
-                      r'\(line 4, 18, 19\)'):
+    # the run's logger (a Runner makes its own the current instance)
+    log_file = tmp_path / 'run.log'
+    MMLogger.get_instance(
+        f'blank_lines_{tmp_path.name}', log_file=str(log_file),
+        log_level='INFO')
+    message = r'aug.txt: ignored 3 blank line\(s\) \(line 4, 18, 19\)'
+    with pytest.warns(UserWarning, match=message):
         ds = _voc(root)
+    assert re.search(f'WARNING - .*{message}', log_file.read_text())
     assert len(ds) == 16
     assert not any(
         ds.get_data_info(i)['img_path'].endswith('JPEGImages/.jpg')
