@@ -85,7 +85,7 @@ class WSSSSegmentor(EncoderDecoder):
             dict.fromkeys(self.loss_stages, 0), **(loss_start_iters or {}))
         self.stochastic_targets = stochastic_targets
         self.set_training_progress(0, 1)
-        if self.test_cfg.get('max_tokens') and (
+        if self.test_cfg and self.test_cfg.get('max_tokens') and (
                 'crop_size' not in self.test_cfg
                 or 'stride' not in self.test_cfg):
             raise ValueError(
