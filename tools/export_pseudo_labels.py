@@ -57,12 +57,16 @@ def _import_plugin() -> None:
 def parse_args(argv=None) -> argparse.Namespace:
     from mmengine.config import DictAction
 
+    _import_plugin()
+    from mmseg_fsr.utils.checkpoint_fit import add_allow_partial_argument
+
     parser = argparse.ArgumentParser(
         description='Export FSR pseudo labels as VOC palette PNGs',
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split('\n\n', 1)[1])
     parser.add_argument('config', help='FSR config file')
     parser.add_argument('checkpoint', help='checkpoint file')
+    add_allow_partial_argument(parser)
     parser.add_argument(
         '--split',
         default='train',
@@ -125,7 +129,8 @@ def main(argv=None) -> Optional[dict]:
 
     model, dataset = load_model_and_split(args.config, args.checkpoint,
                                           args.split, args.cfg_options,
-                                          args.data_root, args.device)
+                                          args.data_root, args.device,
+                                          args.allow_partial_checkpoint)
     palette = dataset.metainfo['palette']
     loader = build_split_loader(dataset, args.num_workers)
     mmengine.mkdir_or_exist(args.out_dir)

@@ -79,6 +79,9 @@ def init_cpu_distributed(cfg) -> bool:
 def parse_args(argv=None):
     from mmengine.config import DictAction
 
+    _import_plugin()
+    from mmseg_fsr.utils.checkpoint_fit import add_allow_partial_argument
+
     parser = argparse.ArgumentParser(
         description='MMSeg (+ mmseg-fsr) test (and eval) a model')
     parser.add_argument('config', help='test config file path')
@@ -124,6 +127,7 @@ def parse_args(argv=None):
         '--tta',
         action='store_true',
         help='test time augmentation (the config\'s tta_model/tta_pipeline)')
+    add_allow_partial_argument(parser)
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
@@ -157,6 +161,7 @@ def main(argv=None):
     _import_plugin()
     from mmengine.config import Config
     from mmseg_fsr.engine import build_runner
+    from mmseg_fsr.utils.checkpoint_fit import ALLOW_PARTIAL_FLAG
 
     # load config
     cfg = Config.fromfile(args.config)
@@ -176,6 +181,15 @@ def main(argv=None):
 
     cfg.load_from = args.checkpoint
     cfg.resume = False
+    # mmengine loads non-strictly: refuse a checkpoint that does not fit
+    cfg.custom_hooks = [
+        hook for hook in cfg.get('custom_hooks', [])
+        if hook.get('type') != 'CheckpointFitHook'
+    ] + [
+        dict(type='CheckpointFitHook',
+             allow_partial=args.allow_partial_checkpoint,
+             opt_in=ALLOW_PARTIAL_FLAG)
+    ]
     # dist_test.sh on machines without CUDA (gloo)
     init_cpu_distributed(cfg)
 

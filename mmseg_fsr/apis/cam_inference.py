@@ -13,13 +13,14 @@ import torch
 import torch.nn as nn
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
-from mmengine.runner import Runner, load_checkpoint
+from mmengine.runner import Runner
 from mmseg.evaluation.metrics import IoUMetric
 from mmseg.registry import MODELS
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from ..models.utils.dense_crf import dense_crf, read_rgb_image
+from ..utils.checkpoint_fit import ALLOW_PARTIAL_FLAG, load_checkpoint_strict
 
 # VOC's colour of the 255 ('ignore' / object border) pixels.
 IGNORE_COLOUR = (224, 224, 192)
@@ -57,14 +58,18 @@ def split_dataset_cfg(cfg: Config, split: str) -> dict:
     return dataset
 
 
-def build_cam_model(cfg: Config, checkpoint: str,
-                    device: str) -> nn.Module:
+def build_cam_model(cfg: Config,
+                    checkpoint: str,
+                    device: str,
+                    allow_partial: bool = False) -> nn.Module:
     """Trained segmentor that outputs CAMs and CAM labels, in eval mode.
 
     Args:
         cfg (Config): Config of an ``FSRSegmentor``.
-        checkpoint (str): Checkpoint file.
+        checkpoint (str): Checkpoint file; it must fit the model (see
+            :func:`~mmseg_fsr.utils.load_checkpoint_strict`).
         device (str): Torch device.
+        allow_partial (bool): Load a checkpoint that does not fit.
 
     Returns:
         nn.Module: The model.
@@ -73,7 +78,8 @@ def build_cam_model(cfg: Config, checkpoint: str,
     model_cfg = copy.deepcopy(cfg.model)
     model_cfg.test_cfg.output_cams = True
     model = MODELS.build(model_cfg)
-    load_checkpoint(model, checkpoint, map_location='cpu')
+    load_checkpoint_strict(model, checkpoint, allow_partial=allow_partial,
+                           opt_in=ALLOW_PARTIAL_FLAG)
     return model.to(device).eval()
 
 
@@ -178,7 +184,8 @@ def load_model_and_split(config: str,
                          split: str,
                          cfg_options: Optional[dict] = None,
                          data_root: Optional[str] = None,
-                         device: Optional[str] = None) -> tuple:
+                         device: Optional[str] = None,
+                         allow_partial: bool = False) -> tuple:
     """What the CAM tools start with: the CAM model and the split data set.
 
     Args:
@@ -188,6 +195,7 @@ def load_model_and_split(config: str,
         cfg_options (dict, optional): ``--cfg-options`` overrides.
         data_root (str, optional): Replaces every data set's data root.
         device (str, optional): Defaults to CUDA when available.
+        allow_partial (bool): Load a checkpoint that does not fit the model.
 
     Returns:
         tuple: ``(model, dataset)``.
@@ -203,7 +211,7 @@ def load_model_and_split(config: str,
     if data_root:
         set_data_root(cfg, data_root)
     device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
-    model = build_cam_model(cfg, checkpoint, device)
+    model = build_cam_model(cfg, checkpoint, device, allow_partial)
     dataset = DATASETS.build(split_dataset_cfg(cfg, split))
     return model, dataset
 

@@ -5,10 +5,11 @@ Two depths:
 - **fast** (run by ``WSSSVOCDataset`` / ``WSSSCOCODataset`` when they are
   built, i.e. before training starts): the split list is read line by line
   (empty list, duplicate ids, blank lines), every listed image and mask is
-  ``stat``-ed (missing or 0-byte files) and the image-label file is parsed
-  and must cover every image. No file is opened or decoded; on 10,582
-  entries (VOC train_aug) this takes well under a second on a local disk
-  (see docs/faults.md for the measurement).
+  ``stat``-ed (missing or 0-byte files), the sizes of local files are read
+  from their headers (unrecognised files, images under 16 px, masks of
+  another size than their image) and the image-label file is parsed and
+  must cover every image. No pixel is decoded; on 10,582 entries (VOC
+  train_aug) this took 2.6-5.4 s on 2 shared cores (docs/faults.md).
 - **full** (``tools/check_dataset.py CONFIG --full``): additionally decodes
   every image and mask as the pipeline does, and checks sizes, the class
   ids found in the masks and that training images have a foreground class.
@@ -17,6 +18,7 @@ Every problem becomes a :class:`DataIssue` (file path + reason), and the
 caller raises one :class:`DatasetCheckError` that lists them all.
 """
 import io
+import logging
 import os
 import sys
 import warnings
@@ -26,6 +28,8 @@ from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple
 import mmcv
 import mmengine.fileio as fileio
 import numpy as np
+from mmengine.logging import print_log
+from PIL import Image
 
 # Smallest image side accepted by the full check. A 1-px side breaks the
 # loaders (mmcv returns a 1-D array for a 1-px-wide mask); 2..15 px would
@@ -131,17 +135,19 @@ def read_split_file(path: str,
 
 
 def warn_blank_lines(path: str, blank_lines: Sequence[int]) -> None:
-    """Warn once that blank lines of a split list were ignored."""
+    """Warn once that blank lines of a split list were ignored: in the
+    run's log (mmengine's current logger) and as a ``UserWarning`` (which
+    ``tools/check_dataset.py`` collects)."""
     if blank_lines:
         shown = ', '.join(map(str, blank_lines[:10]))
         more = ', ...' if len(blank_lines) > 10 else ''
-        warnings.warn(
-            f'{path}: ignored {len(blank_lines)} blank line(s) '
-            f'(line {shown}{more})',
-            stacklevel=2)
+        message = (f'{path}: ignored {len(blank_lines)} blank line(s) '
+                   f'(line {shown}{more})')
+        print_log(message, logger='current', level=logging.WARNING)
+        warnings.warn(message, stacklevel=2)
 
 
-def _is_local(path: str, backend_args: Optional[dict]) -> bool:
+def is_local(path: str, backend_args: Optional[dict]) -> bool:
     return isinstance(
         fileio.get_file_backend(path, backend_args=backend_args),
         fileio.LocalBackend)
@@ -150,33 +156,118 @@ def _is_local(path: str, backend_args: Optional[dict]) -> bool:
 FILE_KEYS = (('img_path', 'image'), ('seg_map_path', 'mask'))
 
 
+def _too_small(img_path: str, width: int, height: int,
+               min_side: int) -> List[DataIssue]:
+    if min(width, height) >= min_side:
+        return []
+    return [
+        DataIssue(
+            img_path, f'image is {width}x{height} px (width x height); the '
+            f'smallest side must be at least {min_side} px')
+    ]
+
+
+def _size_mismatch(img_path: str, img_size: Tuple[int, int], seg_path: str,
+                   mask_size: Tuple[int, int]) -> List[DataIssue]:
+    """Sizes as (width, height)."""
+    if tuple(img_size) == tuple(mask_size):
+        return []
+    return [
+        DataIssue(
+            seg_path, f'mask is {mask_size[0]}x{mask_size[1]} px but its '
+            f'image {img_path} is {img_size[0]}x{img_size[1]}')
+    ]
+
+
+def read_header_size(path: str) -> Tuple[int, int]:
+    """(width, height) of an image file from its header.
+
+    Pillow opens lazily: only the header is parsed, no pixel is decoded.
+
+    Raises:
+        OSError: If pillow does not recognise the file (``UnidentifiedImage
+            Error`` is an ``OSError``).
+    """
+    with Image.open(path) as image:
+        return image.size
+
+
+def check_headers(info: dict,
+                  min_side: int = MIN_IMAGE_SIDE,
+                  keys: Sequence[Tuple[str, str]] = FILE_KEYS,
+                  sizes_only: bool = False) -> List[DataIssue]:
+    """Sizes of one sample's local files, read from their headers.
+
+    Args:
+        info (dict): Data info with ``img_path`` and maybe ``seg_map_path``.
+        min_side (int): Smallest image side accepted.
+        keys (Sequence[tuple[str, str]]): Image and mask keys, with the
+            word used in messages.
+        sizes_only (bool): Skip files whose header is unreadable (the
+            decoder then reports them) instead of reporting them.
+
+    Returns:
+        list[DataIssue]: Unrecognised headers, an image side under
+        ``min_side``, a mask whose size differs from its image.
+    """
+    issues, sizes = [], {}
+    for key, what in keys:
+        path = info.get(key)
+        if not path:
+            continue
+        try:
+            sizes[key] = read_header_size(path)
+        except OSError as err:
+            if sizes_only:
+                continue
+            # pillow's messages repeat the path; the issue names it
+            why = getattr(err, 'strerror', None) or type(err).__name__
+            issues.append(
+                DataIssue(path, f'{what} header unreadable ({why}): not '
+                          'an image file pillow recognises'))
+    (img_key, _), (seg_key, _) = keys
+    if img_key in sizes:
+        issues.extend(_too_small(info[img_key], *sizes[img_key], min_side))
+        if seg_key in sizes:
+            issues.extend(
+                _size_mismatch(info[img_key], sizes[img_key], info[seg_key],
+                               sizes[seg_key]))
+    return issues
+
+
 def check_files_exist(data_list: Iterable[dict],
                       backend_args: Optional[dict] = None,
-                      keys: Sequence[Tuple[str, str]] = FILE_KEYS
-                      ) -> List[DataIssue]:
-    """The fast check: every listed file exists and is not empty.
+                      keys: Sequence[Tuple[str, str]] = FILE_KEYS,
+                      read_headers: bool = True) -> List[DataIssue]:
+    """The fast check: every listed file exists, is not empty and (local
+    files) has an image header whose size fits.
 
-    One ``os.stat`` per local file (``fileio.exists`` for other backends);
-    nothing is opened or decoded.
+    One ``os.stat`` and one header read (:func:`check_headers`) per local
+    file (``fileio.exists`` for other backends); no pixel is decoded.
 
     Args:
         data_list (Iterable[dict]): Data infos.
         backend_args (dict, optional): mmengine file backend arguments.
         keys (Sequence[tuple[str, str]]): Data info keys holding paths, with
             the word used in messages.
+        read_headers (bool): Read the sizes of local files from their
+            headers. Defaults to True.
 
     Returns:
-        list[DataIssue]: Missing and 0-byte files.
+        list[DataIssue]: Missing and 0-byte files, unreadable headers,
+        images under ``MIN_IMAGE_SIDE`` px, every mask whose size differs
+        from its image's.
     """
     issues = []
     local = None
     for info in data_list:
+        present = {}
         for key, what in keys:
             path = info.get(key)
             if not path:
                 continue
             if local is None:
-                local = _is_local(path, backend_args)
+                local = is_local(path, backend_args)
             if local:
                 try:
                     size = os.stat(path).st_size
@@ -190,8 +281,12 @@ def check_files_exist(data_list: Iterable[dict],
                 if size == 0:
                     issues.append(
                         DataIssue(path, f'{what} file is empty (0 bytes)'))
+                    continue
+                present[key] = path
             elif not fileio.exists(path, backend_args=backend_args):
                 issues.append(DataIssue(path, f'{what} file missing'))
+        if local and read_headers and present:
+            issues.extend(check_headers(present, keys=keys))
     return issues
 
 
@@ -248,12 +343,9 @@ def check_sample(info: dict,
     img, why = _decode(img_path, 'color', 'cv2', backend_args)
     if img is None:
         issues.append(DataIssue(img_path, f'image {why}'))
-    elif min(img.shape[:2]) < spec.min_side:
-        issues.append(
-            DataIssue(
-                img_path, f'image is {img.shape[1]}x{img.shape[0]} px '
-                f'(width x height); the smallest side must be at least '
-                f'{spec.min_side} px'))
+    else:
+        issues.extend(
+            _too_small(img_path, img.shape[1], img.shape[0], spec.min_side))
     seg_path = info.get('seg_map_path')
     if not seg_path:
         return issues
@@ -268,11 +360,10 @@ def check_sample(info: dict,
                 'single-channel class-id PNG (palette or grey), one value '
                 'per pixel'))
         return issues
-    if img is not None and img.shape[:2] != mask.shape:
-        issues.append(
-            DataIssue(
-                seg_path, f'mask is {mask.shape[1]}x{mask.shape[0]} px but '
-                f'its image {img_path} is {img.shape[1]}x{img.shape[0]}'))
+    if img is not None:
+        issues.extend(
+            _size_mismatch(img_path, img.shape[1::-1], seg_path,
+                           mask.shape[::-1]))
     issues.extend(_check_mask_classes(mask, seg_path, info, spec))
     return issues
 
@@ -357,6 +448,7 @@ def describe_sample(data_info: dict) -> str:
 
 __all__ = [
     'DataIssue', 'DatasetCheckError', 'MIN_IMAGE_SIDE', 'SampleSpec',
-    'SplitFile', 'check_files_exist', 'check_sample', 'check_samples',
+    'SplitFile', 'check_files_exist', 'check_headers', 'check_sample',
+    'check_samples', 'is_local', 'read_header_size',
     'describe_sample', 'format_issues', 'read_split_file', 'warn_blank_lines'
 ]

@@ -9,7 +9,8 @@ from mmseg.datasets import PascalVOCDataset
 from mmseg.registry import DATASETS
 
 from .checks import (DataIssue, DatasetCheckError, check_files_exist,
-                     describe_sample, read_split_file, warn_blank_lines)
+                     check_headers, describe_sample, is_local,
+                     read_split_file, warn_blank_lines)
 from .transforms.image_labels import load_image_label_file
 
 
@@ -70,6 +71,7 @@ class WSSSDatasetMixin:
     """
 
     verify_files: bool = True
+    _local_files: Optional[bool] = None  # set at the first sample
 
     def load_data_list(self) -> List[dict]:
         """Load the split list, check it and its files, attach labels.
@@ -130,7 +132,23 @@ class WSSSDatasetMixin:
 
     def prepare_data(self, idx: int):
         """``BaseDataset.prepare_data``, with the sample's files added as a
-        note to any exception (cv2's ``!buf.empty()`` names no file)."""
+        note to any exception (cv2's ``!buf.empty()`` names no file).
+
+        Local files' headers are read first (:func:`check_headers`, no
+        decoding): a mask whose size differs from its image's stops here,
+        naming both files, instead of training silently or failing in the
+        metric with an ``IndexError`` that names none.
+        """
+        if self._local_files is None:
+            path = self.get_data_info(idx)['img_path']
+            self._local_files = is_local(path, self.backend_args)
+        if self._local_files:
+            info = self.get_data_info(idx)
+            issues = check_headers(info, sizes_only=True)
+            if issues:
+                raise DatasetCheckError(
+                    f'{type(self).__name__}: sample {idx} '
+                    f'({describe_sample(info)})', issues)
         try:
             return super().prepare_data(idx)
         except Exception as err:

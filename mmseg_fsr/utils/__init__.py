@@ -9,10 +9,13 @@ Importing this package (which ``import mmseg_fsr`` and a config's
 from .checkpoint import (allow_mmengine_checkpoints, is_applied,
                          mmengine_checkpoint_safe_globals,
                          trust_local_checkpoints)
+from .checkpoint_fit import (CheckpointMismatchError, check_checkpoint_fits,
+                             checkpoint_fit, load_checkpoint_strict)
 
 allow_mmengine_checkpoints()
 
 __all__ = [
-    'allow_mmengine_checkpoints', 'is_applied',
+    'CheckpointMismatchError', 'check_checkpoint_fits', 'checkpoint_fit',
+    'load_checkpoint_strict', 'allow_mmengine_checkpoints', 'is_applied',
     'mmengine_checkpoint_safe_globals', 'trust_local_checkpoints'
 ]

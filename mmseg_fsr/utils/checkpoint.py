@@ -17,7 +17,14 @@ found to contain, determined by saving one with mmengine 0.10.7 / numpy 2 and
 listing ``torch.serialization.get_unsafe_globals_in_checkpoint``:
 
 * ``mmengine.logging.history_buffer.HistoryBuffer`` -- the message hub's
-  log scalars;
+  log scalars. The name is bound to :class:`_DataOnlyHistoryBuffer`, whose
+  ``__setstate__`` admits only what the Runner writes (``max_length``, the
+  two numeric 1-D history arrays and the registered statistics methods,
+  each under its own name) and then turns the object into a plain
+  ``HistoryBuffer``. mmengine's own ``__setstate__`` updates the
+  *class-wide* statistics table from the file, so a crafted checkpoint
+  could make ``mean`` compute ``max`` for every buffer of the process;
+  that, unknown keys and non-array histories raise ``UnpicklingError``;
 * ``numpy._core.multiarray._reconstruct``, ``numpy.ndarray``, ``numpy.dtype``
   and the numeric/bool ``numpy.dtypes.*DType`` classes -- the buffers'
   arrays (the unpickler checks the dtype *instance's* class when it is built);
@@ -49,7 +56,7 @@ from typing import Any, Callable, List, Tuple, Union
 
 import numpy as np
 import torch
-from mmengine.logging import print_log
+from mmengine.logging import HistoryBuffer, print_log
 
 __all__ = [
     'allow_mmengine_checkpoints', 'is_applied',
@@ -86,15 +93,75 @@ def _numpy_dtype_classes() -> List[type]:
     return classes
 
 
+def _registered_statistics() -> dict:
+    """Name -> method of every ``HistoryBuffer`` statistics method."""
+    registered = {name: getattr(HistoryBuffer, name)
+                  for name in _DEFAULT_STATISTICS}
+    registered.update(HistoryBuffer._statistics_methods)
+    return registered
+
+
+def _check_history_buffer_state(state: Any) -> None:
+    """Raise ``UnpicklingError`` unless ``state`` is what
+    ``HistoryBuffer.__getstate__`` of a Runner writes: data, and each
+    statistics method under its own name."""
+
+    def refuse(why: str):
+        raise pickle.UnpicklingError(
+            f'HistoryBuffer state refused by mmseg_fsr\'s weights_only '
+            f'allowlist: {why}')
+
+    if not isinstance(state, dict):
+        refuse(f'a {type(state).__name__}, not a dict')
+    unknown = set(state) - {
+        'max_length', '_log_history', '_count_history', 'statistics_methods'
+    }
+    if unknown:
+        refuse(f'unknown attribute(s) {sorted(map(str, unknown))}')
+    max_length = state.get('max_length', 1)
+    if not isinstance(max_length, int) or isinstance(max_length, bool) \
+            or max_length < 1:
+        refuse(f'max_length={max_length!r}')
+    for key in ('_log_history', '_count_history'):
+        array = state.get(key)
+        if not isinstance(array, np.ndarray) or array.ndim != 1 or not (
+                np.issubdtype(array.dtype, np.number)
+                or array.dtype == np.bool_):
+            refuse(f'{key} is not a 1-D numeric array')
+    methods = state.get('statistics_methods', {})
+    registered = _registered_statistics()
+    if not isinstance(methods, dict) or any(
+            registered.get(name) is not method
+            for name, method in methods.items()):
+        refuse(f'statistics_methods {methods!r} would replace '
+               'HistoryBuffer\'s own statistics methods')
+
+
+class _DataOnlyHistoryBuffer(HistoryBuffer):
+    """What ``weights_only`` unpickling builds for a pickled
+    ``HistoryBuffer``: the state is checked to hold data only
+    (:func:`_check_history_buffer_state`), the class-wide statistics table
+    is left alone, and the object becomes a plain ``HistoryBuffer``."""
+
+    def __setstate__(self, state: dict) -> None:
+        _check_history_buffer_state(state)
+        self.__class__ = HistoryBuffer
+        self.__dict__.update({
+            key: value
+            for key, value in state.items() if key != 'statistics_methods'
+        })
+
+
 def _history_buffer_getattr(obj: Any, name: str) -> Any:
     """Restricted stand-in for ``builtins.getattr`` while unpickling.
 
     Only ``getattr(HistoryBuffer, <registered statistics method>)`` -- what
     ``HistoryBuffer.__getstate__`` produces -- is resolved.
     """
-    from mmengine.logging import HistoryBuffer
     allowed = _DEFAULT_STATISTICS.union(HistoryBuffer._statistics_methods)
-    if (obj is HistoryBuffer and isinstance(name, str) and name in allowed
+    # the pickled name HistoryBuffer resolves to _DataOnlyHistoryBuffer
+    if (obj in (HistoryBuffer, _DataOnlyHistoryBuffer)
+            and isinstance(name, str) and name in allowed
             and not name.startswith('_')
             and callable(getattr(HistoryBuffer, name, None))):
         return getattr(HistoryBuffer, name)
@@ -109,13 +176,12 @@ def mmengine_checkpoint_safe_globals() -> List[SafeGlobal]:
     Entries are either callables/classes (registered under their own
     ``module.qualname``) or ``(callable, 'pickled.name')`` pairs.
     """
-    from mmengine.logging import HistoryBuffer
-
     core = _numpy_core()
     reconstruct = core.multiarray._reconstruct
     scalar = core.multiarray.scalar
     safe: List[SafeGlobal] = [
-        HistoryBuffer,
+        (_DataOnlyHistoryBuffer,
+         'mmengine.logging.history_buffer.HistoryBuffer'),
         np.ndarray,
         np.dtype,
         # numpy 2 pickles as numpy._core.*, numpy 1.x as numpy.core.*

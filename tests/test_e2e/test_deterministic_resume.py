@@ -7,6 +7,7 @@ state-dict tensor (student, EMA teacher, loss centers), the optimiser state
 and the final metrics must equal those of the uninterrupted run.
 """
 import copy
+import glob
 import os.path as osp
 from types import SimpleNamespace
 
@@ -141,7 +142,21 @@ def test_checkpoint_is_marked_and_loads_weights_only(tiny_cfg, tmp_path):
     ckpt = torch.load(osp.join(cfg.work_dir, 'iter_2.pth'),
                       map_location='cpu', weights_only=True)
     mark = ckpt['meta']['deterministic_resume']
-    assert mark == dict(version=1, seed=0)
+    assert mark == dict(version=1, seed=0, batch_size=2, num_workers=0,
+                        world_size=1)
+
+    # resumed with another batch size and worker count: a warning with the
+    # old and new values, in the run's log file
+    cfg.train_cfg.max_iters = 3
+    cfg.train_dataloader.update(batch_size=4, num_workers=1,
+                                persistent_workers=False)
+    _run(cfg, resume_from=osp.join(cfg.work_dir, 'iter_2.pth'))
+    logs = sorted(glob.glob(osp.join(cfg.work_dir, '*', '*.log')))
+    with open(logs[-1]) as f:
+        log = f.read()
+    assert 'resumed with batch_size 2 -> 4, num_workers 0 -> 1 ' \
+        '(checkpoint -> now)' in log
+    assert 'world_size' not in log  # unchanged
 
 
 def test_resuming_an_unmarked_checkpoint_warns(monkeypatch):

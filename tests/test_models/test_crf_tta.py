@@ -163,9 +163,9 @@ def test_cam_pass_runs_once_per_image(tta_batch, monkeypatch):
     cam_batches = []
     multi_scale_cams = model.pseudo_labeller.multi_scale_cams
 
-    def counted(backbone, cam_head, images):
+    def counted(backbone, cam_head, images, **kwargs):
         cam_batches.append(len(images))
-        return multi_scale_cams(backbone, cam_head, images)
+        return multi_scale_cams(backbone, cam_head, images, **kwargs)
 
     monkeypatch.setattr(model.pseudo_labeller, 'multi_scale_cams', counted)
     with torch.no_grad():

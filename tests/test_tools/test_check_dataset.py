@@ -65,10 +65,15 @@ def test_fast_mode_lists_every_bad_file(bad_root, capsys):
             f'{bad_root}/JPEGImages/train_00001.jpg: image file is empty',
             f'{bad_root}/SegmentationClassAug/train_00002.png: mask file '
             'missing',
+            # sizes from the file headers, nothing decoded
+            f'{bad_root}/JPEGImages/train_00003.jpg: image is 1x64 px',
+            f'{bad_root}/SegmentationClassAug/train_00003.png: mask is 64x64 '
+            f'px but its image {bad_root}/JPEGImages/train_00003.jpg is 1x64',
+            f'{bad_root}/JPEGImages/train_00007.jpg: image header unreadable',
             f'warning: {bad_root / SPLIT}: ignored 2 blank line(s)'):
         assert expected in out, expected
     assert '[val]' not in out
-    assert 'fast check of 1 data set(s)' in out and '3 problem(s)' in out
+    assert 'fast check of 1 data set(s)' in out and '6 problem(s)' in out
 
 
 def test_full_mode_decodes_and_writes_the_report(bad_root, tmp_path,
@@ -78,7 +83,7 @@ def test_full_mode_decodes_and_writes_the_report(bad_root, tmp_path,
                      report, '--cfg-options',
                      'train_dataloader.dataset.img_label_file=labels.json')
     assert code == 1
-    assert '14/14' in out  # progress bar over the samples left to decode
+    assert '12/12' in out  # progress bar over the samples left to decode
     expected = [
         f"{bad_root / SPLIT}: line 17: id 'train_00000' is listed again",
         f'{bad_root}/JPEGImages/train_00001.jpg: image file is empty',
@@ -92,7 +97,7 @@ def test_full_mode_decodes_and_writes_the_report(bad_root, tmp_path,
         'outside 0..20',
         f'{bad_root}/SegmentationClassAug/train_00006.png: no foreground '
         'class',
-        f'{bad_root}/JPEGImages/train_00007.jpg: image cannot be decoded',
+        f'{bad_root}/JPEGImages/train_00007.jpg: image header unreadable',
     ]
     for line in expected:
         assert line in out, line

@@ -204,7 +204,11 @@ def test_fix_is_applied_on_import():
     registered = set(torch.serialization.get_safe_globals())
     for item in mmengine_checkpoint_safe_globals():
         assert item in registered
-    assert HistoryBuffer in registered
+    # the name is bound to the checked class, never to mmengine's own
+    assert HistoryBuffer not in registered
+    assert any(isinstance(item, tuple) and item[1] ==
+               'mmengine.logging.history_buffer.HistoryBuffer'
+               for item in registered)
 
 
 def test_runner_checkpoint_needs_the_allowlist(trained, without_allowlist):
@@ -319,6 +323,68 @@ def test_restricted_getattr_blocks_everything_else():
     hb.update(1.5)
     out = torch.load(_save_with_global({'hb': hb}), weights_only=True)['hb']
     assert out.current() == 1.5 and out.mean() == 1.5
+
+
+class _CraftedHistoryBuffer:
+    """Pickles as a HistoryBuffer, with the given state."""
+
+    def __init__(self, **state):
+        self.state = dict(
+            dict(max_length=10, _log_history=np.array([1.0, 3.0]),
+                 _count_history=np.array([1, 1])), **state)
+
+    def __reduce__(self):
+        return HistoryBuffer, (), self.state
+
+
+def _mean_of_a_new_buffer():
+    buf = HistoryBuffer()
+    buf.update(1.0)
+    buf.update(3.0)
+    return buf.statistics('mean')
+
+
+@pytest.mark.parametrize('state', [
+    dict(statistics_methods={'mean': HistoryBuffer.max}),
+    dict(mean=HistoryBuffer.max),  # shadows the method on the instance
+    dict(_log_history=[1.0, 3.0]),  # not an array
+])
+def test_crafted_history_buffer_cannot_change_the_class(state):
+    """mmengine's __setstate__ writes the file's statistics methods into
+    the class-wide table: a crafted checkpoint could make every buffer's
+    ``mean`` compute ``max``. The allowlist admits only the Runner's data."""
+    payload = _save_with_global({'hb': _CraftedHistoryBuffer(**state)})
+    with pytest.raises(pickle.UnpicklingError,
+                       match='HistoryBuffer state refused'):
+        torch.load(payload, weights_only=True)
+    assert HistoryBuffer._statistics_methods['mean'] is HistoryBuffer.mean
+    assert _mean_of_a_new_buffer() == 2.0
+
+
+def test_crafted_history_buffer_changes_the_class_without_the_check():
+    """The fault, reproduced with mmengine's own unpickling."""
+    payload = _save_with_global({
+        'hb': _CraftedHistoryBuffer(
+            statistics_methods={'mean': HistoryBuffer.max})
+    })
+    try:
+        torch.load(payload, weights_only=False)
+        assert _mean_of_a_new_buffer() == 3.0  # max, for every buffer
+    finally:
+        HistoryBuffer._statistics_methods['mean'] = HistoryBuffer.mean
+    assert _mean_of_a_new_buffer() == 2.0
+
+
+def test_runner_history_buffers_load_as_plain_history_buffers():
+    hb = HistoryBuffer(max_length=7)
+    hb.update(1.5)
+    hb.update(2.5, count=2)
+    out = torch.load(_save_with_global({'hb': hb}), weights_only=True)['hb']
+    assert type(out) is HistoryBuffer and out.max_length == 7
+    np.testing.assert_array_equal(out.data[0], [1.5, 2.5])
+    assert out.mean() == hb.mean()
+    # saved again, it pickles as mmengine's class
+    assert b'_DataOnly' not in _save_with_global({'hb': out}).getvalue()
 
 
 def test_numpy1_checkpoints_load(tmp_path):

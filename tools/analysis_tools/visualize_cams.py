@@ -31,12 +31,16 @@ def _import_plugin() -> None:
 def parse_args(argv=None) -> argparse.Namespace:
     from mmengine.config import DictAction
 
+    _import_plugin()
+    from mmseg_fsr.utils.checkpoint_fit import add_allow_partial_argument
+
     parser = argparse.ArgumentParser(
         description='Draw CAM panels of an FSR model',
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split('\n\n', 1)[1])
     parser.add_argument('config', help='FSR config file')
     parser.add_argument('checkpoint', help='checkpoint file')
+    add_allow_partial_argument(parser)
     parser.add_argument('--out-dir', required=True, help='panel folder')
     parser.add_argument(
         '--img-names', nargs='+', help='image names (file name, no suffix)')
@@ -73,7 +77,8 @@ def main(argv=None) -> list:
 
     model, dataset = load_model_and_split(args.config, args.checkpoint,
                                           args.split, args.cfg_options,
-                                          args.data_root, args.device)
+                                          args.data_root, args.device,
+                                          args.allow_partial_checkpoint)
     if args.img_names:
         index = {
             osp.splitext(osp.basename(

@@ -110,8 +110,16 @@ model = dict(
     teacher_cfg=dict(momentum=0.9995, end_momentum=1.0),
     stochastic_targets=True,  # CAMs and teacher with drop path, as authors
     train_cfg=dict(),
-    # CAM, auxiliary-CAM and PAR labels scored beside the decoder
-    test_cfg=dict(mode='whole', output_cams=True))
+    # CAM, auxiliary-CAM and PAR labels scored beside the decoder; an
+    # image (or TTA view) beyond 4096 patch tokens (1024x1024 px at patch
+    # 16; every VOC/COCO image and view is within) goes through 448-px
+    # sliding windows, and its CAM pass is scaled down to the budget
+    test_cfg=dict(
+        mode='whole',
+        output_cams=True,
+        max_tokens=4096,
+        crop_size=(448, 448),
+        stride=(300, 300)))
 # some losses start late and FSR parts may be switched off.
 model_wrapper_cfg = dict(
     type='MMDistributedDataParallel', find_unused_parameters=True)

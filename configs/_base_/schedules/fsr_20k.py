@@ -45,8 +45,10 @@ default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
     param_scheduler=dict(type='ParamSchedulerHook'),
+    # writes to a temporary file, then renames: a failed save keeps the
+    # last complete checkpoint (mmseg_fsr.engine.AtomicCheckpointHook)
     checkpoint=dict(
-        type='CheckpointHook', by_epoch=False, interval=0.1,
+        type='AtomicCheckpointHook', by_epoch=False, interval=0.1,
         max_keep_ckpts=3, save_best='mIoU'),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     # draws nothing unless switched on (tools/test.py --show-dir); then

@@ -1,3 +1,5 @@
+from .atomic_checkpoint_hook import AtomicCheckpointHook
+from .checkpoint_fit_hook import CheckpointFitHook
 from .deterministic_resume_hook import DeterministicResumeHook
 from .fsr_teacher_hook import FSRTeacherHook
 from .non_finite_loss_guard_hook import (LossExplosionError,
@@ -8,7 +10,8 @@ from .non_finite_loss_guard_hook import (LossExplosionError,
 from .wsss_visualization_hook import WSSSVisualizationHook
 
 __all__ = [
-    'DeterministicResumeHook', 'FSRTeacherHook', 'LossExplosionError',
+    'AtomicCheckpointHook', 'CheckpointFitHook', 'DeterministicResumeHook',
+    'FSRTeacherHook', 'LossExplosionError',
     'NonFiniteLossError', 'NonFiniteLossGuardHook', 'NonFiniteWeightsError',
     'TrainingDivergedError', 'WSSSVisualizationHook'
 ]

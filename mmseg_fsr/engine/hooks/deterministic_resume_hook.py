@@ -6,13 +6,23 @@ from typing import Optional
 
 import numpy as np
 import torch
-from mmengine.dist import get_rank
+from mmengine.dist import get_rank, get_world_size
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmseg.registry import HOOKS
 
 _MODEL_STREAM, _DATA_STREAM = 0, 1
 _META_KEY = 'deterministic_resume'
+# what a resume must keep for bit-identity, recorded in the mark
+_LOADER_SETTINGS = ('batch_size', 'num_workers', 'world_size')
+
+
+def loader_settings(runner) -> dict:
+    """Per-rank batch size, worker processes and world size of a run."""
+    loader = runner.train_dataloader
+    return dict(batch_size=int(loader.batch_size),
+                num_workers=int(loader.num_workers),
+                world_size=int(get_world_size()))
 
 
 def seed_all(seed_words) -> None:
@@ -104,9 +114,11 @@ class DeterministicResumeHook(Hook):
 
     The seed is the runner's (``randomness.seed``; mmengine draws one and
     stores it in the checkpoint when it is None). Checkpoints are marked
-    with ``meta['deterministic_resume']``; resuming from a checkpoint
-    without the mark logs a warning: the run continues reproducibly, but
-    not bit-identically to the run that wrote it.
+    with ``meta['deterministic_resume']`` (seed, batch size per rank,
+    data loader workers, world size); resuming from a checkpoint without
+    the mark, or with another batch size, worker count or world size,
+    logs a warning naming the old and new values: the run continues
+    reproducibly, but not bit-identically to the run that wrote it.
 
     Args:
         seed (int, optional): Base seed. Defaults to ``runner.seed``.
@@ -118,6 +130,7 @@ class DeterministicResumeHook(Hook):
         self.seed = seed
         self._base = None
         self._checkpoint_marked = None
+        self._checkpoint_settings = None
 
     def _base_seed(self, runner) -> int:
         seed = self.seed if self.seed is not None else runner.seed
@@ -148,6 +161,26 @@ class DeterministicResumeHook(Hook):
                 'without this hook, so the run continues reproducibly but '
                 'not bit-identically to the run that wrote it',
                 logger='current', level=logging.WARNING)
+        if runner.iter > 0 and self._checkpoint_settings:
+            self._warn_changed_settings(runner)
+
+    def _warn_changed_settings(self, runner) -> None:
+        """Warn when the resumed run loads data otherwise than the run
+        that wrote the checkpoint."""
+        now = loader_settings(runner)
+        changed = [
+            f'{key} {self._checkpoint_settings[key]} -> {now[key]}'
+            for key in _LOADER_SETTINGS
+            if key in self._checkpoint_settings
+            and self._checkpoint_settings[key] != now[key]
+        ]
+        if changed:
+            print_log(
+                f'{type(self).__name__}: resumed with {", ".join(changed)} '
+                '(checkpoint -> now). The run continues, but it is not '
+                'bit-identical to an uninterrupted run, which needs the '
+                'same batch size, worker count and world size.',
+                logger='current', level=logging.WARNING)
 
     def before_train_iter(self, runner, batch_idx: int,
                           data_batch=None) -> None:
@@ -159,8 +192,15 @@ class DeterministicResumeHook(Hook):
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         """Mark the checkpoint (plain ints: loads under weights_only)."""
         checkpoint.setdefault('meta', {})[_META_KEY] = dict(
-            version=1, seed=self._base_seed(runner))
+            version=1, seed=self._base_seed(runner),
+            **loader_settings(runner))
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        """Remember whether the checkpoint came from a seeded run."""
-        self._checkpoint_marked = _META_KEY in checkpoint.get('meta', {})
+        """Remember whether the checkpoint came from a seeded run, and
+        its data loading settings."""
+        mark = checkpoint.get('meta', {}).get(_META_KEY)
+        self._checkpoint_marked = mark is not None
+        self._checkpoint_settings = {
+            key: mark[key]
+            for key in _LOADER_SETTINGS if key in mark
+        } if mark else None

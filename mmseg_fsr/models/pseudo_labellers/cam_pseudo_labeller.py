@@ -1,4 +1,5 @@
 """CAM pseudo labels: the multi-scale CAM pass, thresholds and PAR."""
+import math
 from typing import Optional, Sequence, Tuple
 
 import torch
@@ -32,6 +33,22 @@ def to_8bit_rgb(images: Tensor, mean: Tensor, std: Tensor) -> Tensor:
     """
     images = images * std + mean
     return images.clamp(0, 255).to(torch.uint8).float() / 255
+
+
+def _budget_shrink(size: Sequence[int], max_tokens: Optional[int],
+                   patch: int) -> float:
+    """Factor (<= 1) that brings an image of ``size`` within ``max_tokens``
+    patch tokens; 1.0 without a budget or within it."""
+
+    def tokens(factor: float) -> int:  # the backbone pads to whole patches
+        return math.prod(math.ceil(int(factor * s) / patch) for s in size)
+
+    if not max_tokens or tokens(1.0) <= max_tokens:
+        return 1.0
+    shrink = math.sqrt(max_tokens / tokens(1.0))
+    while tokens(shrink) > max_tokens:
+        shrink *= 0.99
+    return shrink
 
 
 @MODELS.register_module()
@@ -87,7 +104,8 @@ class CAMPseudoLabeller(BaseModule):
                          backbone: nn.Module,
                          cam_head: nn.Module,
                          images: Tensor,
-                         num_final: Optional[int] = None
+                         num_final: Optional[int] = None,
+                         max_tokens: Optional[int] = None
                          ) -> Tuple[Tensor, Tensor]:
         """Multi-scale, flip-fused CAMs of the final and auxiliary layers.
 
@@ -103,6 +121,11 @@ class CAMPseudoLabeller(BaseModule):
                 need the final CAM; the others stop at the auxiliary layer
                 when the backbone's ``forward`` takes ``full_depth_rows``.
                 Defaults to None: every image.
+            max_tokens (int, optional): Token budget of one image: beyond
+                it, every scale is shrunk by the factor that brings the
+                image (scale 1) within it; CAMs are still returned at
+                (H, W). Images within the budget are unaffected. Defaults
+                to None.
 
         Returns:
             tuple[Tensor, Tensor]: CAMs in [0, 1]: final (num_final, C, H, W)
@@ -119,8 +142,11 @@ class CAMPseudoLabeller(BaseModule):
         else:
             num_final = num_images
         groups = [n for n in (num_final, num_images - num_final) if n]
+        shrink = _budget_shrink(size, max_tokens,
+                                getattr(backbone, 'patch_size', 1))
         cam_sum = aux_sum = 0
         for scale in self.cam_scales:
+            scale = scale * shrink
             scaled = images if scale == 1.0 else F.interpolate(
                 images, size=[int(scale * s) for s in size], mode='bilinear',
                 align_corners=False)
@@ -188,7 +214,8 @@ class CAMPseudoLabeller(BaseModule):
     def add_predictions(self, backbone: nn.Module, cam_head: nn.Module,
                         inputs: Tensor, data_samples: list,
                         img_labels: Tensor, mean: Tensor,
-                        std: Tensor) -> None:
+                        std: Tensor,
+                        max_tokens: Optional[int] = None) -> None:
         """Add CAM label maps to data samples, at their original size.
 
         Every sample gets ``pred_cams`` (C, H, W), ``pred_cam_label`` and
@@ -204,8 +231,11 @@ class CAMPseudoLabeller(BaseModule):
             img_labels (Tensor): Multi-hot labels, (B, C).
             mean (Tensor): Normalisation mean, (3, 1, 1).
             std (Tensor): Normalisation std, (3, 1, 1).
+            max_tokens (int, optional): Token budget of one image; see
+                :meth:`multi_scale_cams`.
         """
-        cams, aux_cams = self.multi_scale_cams(backbone, cam_head, inputs)
+        cams, aux_cams = self.multi_scale_cams(
+            backbone, cam_head, inputs, max_tokens=max_tokens)
         height, width = inputs.shape[-2:]
         for i, sample in enumerate(data_samples):
             meta = sample.metainfo

@@ -1,7 +1,9 @@
 """Single-stage WSSS from image-level labels: the ToCo parts FSR builds on."""
+import logging
 from typing import Dict, Optional, Tuple
 
 import torch
+from mmengine.logging import print_log
 from mmengine.structures import PixelData
 from mmseg.models.segmentors import EncoderDecoder
 from mmseg.models.utils import resize
@@ -45,7 +47,9 @@ class WSSSSegmentor(EncoderDecoder):
             as the authors' code; False: eval mode.
         train_cfg, test_cfg, data_preprocessor, pretrained, init_cfg: As
             ``EncoderDecoder``; ``test_cfg.output_cams`` adds CAM labels;
-            the pre-processor is a ``WSSSDataPreProcessor``.
+            ``test_cfg.max_tokens`` is the token budget of one image (see
+            :meth:`inference`); the pre-processor is a
+            ``WSSSDataPreProcessor``.
     """
 
     loss_stages: Tuple[str, ...] = ('seg', 'aff')
@@ -91,6 +95,13 @@ class WSSSSegmentor(EncoderDecoder):
         self._progress_given = False
         self._checked_dataset_meta = None
         self._apply_progress(0, 1)
+        if self.test_cfg and self.test_cfg.get('max_tokens') and (
+                'crop_size' not in self.test_cfg
+                or 'stride' not in self.test_cfg):
+            raise ValueError(
+                'test_cfg.max_tokens needs test_cfg.crop_size and '
+                'test_cfg.stride: the windows of the sliding-window '
+                'inference used beyond the budget')
 
     def set_training_progress(self, cur_iter: int, max_iters: int) -> None:
         """Say where training stands, for training outside mmengine's
@@ -281,13 +292,56 @@ class WSSSSegmentor(EncoderDecoder):
         return dict(cams=cams, aux_cams=aux_cams, pseudo_label=pseudo,
                     prediction=logits.argmax(1))
 
+    def _over_budget(self, inputs: Tensor) -> bool:
+        """Whether ``inputs`` hold more patch tokens per image than
+        ``test_cfg.max_tokens``."""
+        max_tokens = self.test_cfg.get('max_tokens')
+        patch = getattr(self.backbone, 'patch_size', 1)
+        height, width = inputs.shape[-2:]
+        return bool(max_tokens) and \
+            (height // patch) * (width // patch) > max_tokens
+
+    def inference(self, inputs: Tensor, batch_img_metas: list) -> Tensor:
+        """``EncoderDecoder.inference``; in 'whole' mode an input beyond the
+        token budget ``test_cfg.max_tokens`` goes through the sliding
+        window (``test_cfg.crop_size``, ``test_cfg.stride``) instead.
+
+        Attention memory grows with the square of the token count (a
+        4000x3000 image at patch 16 would need hundreds of GB), so the
+        budget bounds what one image can ask for. Inputs within the budget
+        are predicted exactly as without it.
+        """
+        if self.test_cfg.get('mode', 'whole') == 'whole' and \
+                self._over_budget(inputs):
+            print_log(
+                f'{", ".join(str(m.get("img_path")) for m in batch_img_metas)}'
+                f': {tuple(inputs.shape[-2:])} px is beyond test_cfg.'
+                f'max_tokens={self.test_cfg["max_tokens"]}: sliding-window '
+                f'inference (crop {self.test_cfg["crop_size"]}, stride '
+                f'{self.test_cfg["stride"]})',
+                logger='current', level=logging.INFO)
+            return self.slide_inference(inputs, batch_img_metas)
+        return super().inference(inputs, batch_img_metas)
+
     def predict(self,
                 inputs: Tensor,
                 data_samples: OptSampleList = None) -> SampleList:
         """Decoder segmentation, plus (``test_cfg.output_cams``) the CAM
         label maps of ``CAMPseudoLabeller.add_predictions`` for the images
         with image-level labels (or masks); bare images get the decoder's
-        segmentation alone."""
+        segmentation alone. An error names the images it happened on."""
+        try:
+            return self._predict(inputs, data_samples)
+        except Exception as err:
+            names = [str(s.metainfo.get('img_path')) for s in data_samples
+                     ] if data_samples else ['(no data samples)']
+            err.add_note(f'{type(self).__name__}.predict: while predicting '
+                         f'{", ".join(names)} (input '
+                         f'{tuple(inputs.shape)})')
+            raise
+
+    def _predict(self, inputs: Tensor,
+                 data_samples: OptSampleList) -> SampleList:
         results = super().predict(inputs, data_samples)
         if not self.test_cfg.get('output_cams', False):
             return results
@@ -301,7 +355,8 @@ class WSSSSegmentor(EncoderDecoder):
                                         allow_empty=True)
             self.pseudo_labeller.add_predictions(
                 self.backbone, self.cam_head, inputs[rows], labelled, labels,
-                *self.data_preprocessor.mean_std())
+                *self.data_preprocessor.mean_std(),
+                max_tokens=self.test_cfg.get('max_tokens'))
         return results
 
     def _forward(self,
