@@ -60,6 +60,24 @@ def test_one_step_change_of_the_paper_config_fails(capsys, option, checks,
     assert any(line.startswith(row) for line in failed), out
 
 
+@needs_reference
+def test_reference_run_trains_both_sides_and_reports(tmp_path):
+    """tools/analysis_tools/reference_run.py end to end, 4 iterations."""
+    import subprocess
+    import sys
+    tool = osp.join(osp.dirname(TOOL), 'reference_run.py')
+    png = tmp_path / 'curves.png'
+    done = subprocess.run(
+        [sys.executable, tool, '--reference-dir', REFERENCE_DIR,
+         '--work-dir', str(tmp_path / 'run'), '--iters', '4', '--batch', '2',
+         '--seeds', '0', '--train-images', '8', '--val-images', '2',
+         '--png', str(png)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line for line in done.stdout.splitlines()
+            if line.startswith(('| authors |', '| ours |'))]
+    assert len(rows) == 2 and png.stat().st_size > 0, done.stdout
+
+
 def test_shared_draws_give_numpy_and_torch_the_same_numbers():
     """The one stream behind both view pipelines' random calls."""
     import numpy as np

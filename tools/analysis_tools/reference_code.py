@@ -399,6 +399,23 @@ class AuthorsLoop:
                                              p_s.detach().data)
 
 
+def reference_arg_parser(doc: str):
+    """An argument parser for a comparison tool, ``--reference-dir`` added.
+
+    Args:
+        doc (str): The tool's module docstring: first line description,
+            the rest the epilog.
+    """
+    import argparse
+    parser = argparse.ArgumentParser(
+        description=doc.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=doc.split('\n\n', 1)[1])
+    parser.add_argument('--reference-dir', required=True,
+                        help="a checkout of the authors' FSR code")
+    return parser
+
+
 def reference_defaults(ref_dir: str, script: str = 'train_voc.py') -> dict:
     """The argparse defaults of one of the authors' training scripts.
 

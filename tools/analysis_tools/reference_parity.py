@@ -11,12 +11,26 @@ status is 1 when a row differs and the table does not list it.
 Sizes are small (ViT width 96, 4 layers, 128 px, CPU): the comparison is
 about the computation, not the scale.
 
+Beyond the training step, two groups of rows run the authors' scripts' own
+functions: ``test_time`` (their ``infer_voc.py`` evaluation and CRF on
+synthetic images of odd sizes against the paper config's ``--tta`` model,
+pipeline and evaluator) and ``training_views`` (their ``MultiviewTransform``
+and data set against ``WSSSMultiView`` and the config's training data set,
+driven by one stream of random numbers, plus two-sample KS tests of the
+drawn parameters). Their scripts need ``scikit-learn``, ``imageio``,
+``joblib`` and ``tqdm``; their energy loss rloss' ``bilateralfilter`` on
+``PYTHONPATH``.
+
+``--cfg-options`` changes the paper config every row reads (e.g.
+``tta_model.crf_cfg.bilateral_srgb=6``: the CRF row then fails);
+``--checks`` runs some groups of rows only.
+
 Example::
 
+    PYTHONPATH=/path/to/rloss_bilateralfilter \\
     python tools/analysis_tools/reference_parity.py \\
         --reference-dir ../feature-self-reinforcement
 """
-import argparse
 import math
 import os.path as osp
 import sys
@@ -34,7 +48,8 @@ from mmengine.config import DictAction
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from reference_code import (AuthorsLoop,  # noqa: E402
                             build_reference_network, cuda_calls_stay_on_cpu,
-                            energy_loss_available, reference_energy_loss)
+                            energy_loss_available, reference_arg_parser,
+                            reference_energy_loss)
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 PAPER_CONFIG = osp.join(
@@ -1172,12 +1187,7 @@ CHECKS: Dict[str, Callable] = {
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split('\n\n', 1)[1])
-    parser.add_argument('--reference-dir', required=True,
-                        help="a checkout of the authors' FSR code")
+    parser = reference_arg_parser(__doc__)
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument(
         '--checks', nargs='+', choices=list(CHECKS), default=list(CHECKS),
