@@ -916,9 +916,12 @@ def check_test_time(R) -> None:
                     ignore_index=255)[1][0].numpy())
             gts.append(label.astype(int))
     ours_cam = [s.pred_cam_label.data[0].numpy() for s in merged]
-    add('test: CAM labels at native size (background 0.5)',
-        sum((a != b).sum() for a, b in zip(their_cams, ours_cam)), 'px',
-        documented='Test-time resizing')
+    for tag, rows in (('sizes of whole patches', whole),
+                      ('97x131, 131x97', [i for i in range(len(names))
+                                          if i not in whole])):
+        add(f'test: CAM labels at native size, background 0.5 ({tag})',
+            sum((their_cams[i] != ours_cam[i]).sum() for i in rows), 'px',
+            documented='Test-time resizing')
     add('test: CAM labels, their validation (images resized to the crop)',
         sum((a != b).sum() for a, b in zip(resized_cams, ours_cam)), 'px',
         documented='Validation during training')
