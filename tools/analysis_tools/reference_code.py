@@ -196,19 +196,25 @@ def _script_tree(ref_dir: str, script: str):
         return ast.parse(f.read())
 
 
+def reference_call_kwargs(ref_dir: str, script: str, callee: str) -> dict:
+    """The literal keyword arguments of the first ``callee(...)`` call in
+    one of the authors' scripts (settings they hard-code in a function)."""
+    import ast
+    for node in ast.walk(_script_tree(ref_dir, script)):
+        if isinstance(node, ast.Call) and getattr(node.func, 'id',
+                                                  '') == callee:
+            return {kw.arg: ast.literal_eval(kw.value)
+                    for kw in node.keywords}
+    raise ValueError(f'no {callee}(...) call in {script}')
+
+
 def reference_energy_settings(ref_dir: str,
                               script: str = 'train_voc.py') -> tuple:
     """``(weight, sigma_rgb, sigma_xy, scale_factor)`` of the script's
     ``DenseEnergyLoss(...)`` call."""
-    import ast
-    for node in ast.walk(_script_tree(ref_dir, script)):
-        if isinstance(node, ast.Call) and getattr(
-                node.func, 'id', '') == 'DenseEnergyLoss':
-            kwargs = {kw.arg: ast.literal_eval(kw.value)
-                      for kw in node.keywords}
-            return tuple(kwargs[k] for k in ('weight', 'sigma_rgb',
-                                             'sigma_xy', 'scale_factor'))
-    raise ValueError(f'no DenseEnergyLoss(...) call in {script}')
+    kwargs = reference_call_kwargs(ref_dir, script, 'DenseEnergyLoss')
+    return tuple(kwargs[k] for k in ('weight', 'sigma_rgb', 'sigma_xy',
+                                     'scale_factor'))
 
 
 def build_reference_network(R: SimpleNamespace,
@@ -393,6 +399,23 @@ class AuthorsLoop:
                                              p_s.detach().data)
 
 
+def reference_arg_parser(doc: str):
+    """An argument parser for a comparison tool, ``--reference-dir`` added.
+
+    Args:
+        doc (str): The tool's module docstring: first line description,
+            the rest the epilog.
+    """
+    import argparse
+    parser = argparse.ArgumentParser(
+        description=doc.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=doc.split('\n\n', 1)[1])
+    parser.add_argument('--reference-dir', required=True,
+                        help="a checkout of the authors' FSR code")
+    return parser
+
+
 def reference_defaults(ref_dir: str, script: str = 'train_voc.py') -> dict:
     """The argparse defaults of one of the authors' training scripts.
 
@@ -494,7 +517,11 @@ def time_authors_inference(R: SimpleNamespace, network: nn.Module,
 
     Returns:
         dict: ``images``, ``seconds_network``, ``seconds_crf``,
-        ``crf_jobs``.
+        ``crf_jobs``; their scores ``seg_score`` (fused logits) and
+        ``crf_score`` (after the CRF); and where their inputs and outputs
+        are: ``data_root``, ``list_dir``, ``logits_dir`` (fused logits,
+        ``{name}.npy``), ``segs_dir`` (labels after the CRF,
+        ``{name}.png``).
     """
     import os
     import time
@@ -521,10 +548,13 @@ def time_authors_inference(R: SimpleNamespace, network: nn.Module,
         stage='val', aug=False, ignore_index=255)
     with cuda_calls_stay_on_cpu():
         start = time.perf_counter()
-        infer_voc.main_evaluate(network, DataLoader(dataset, batch_size=1))
+        seg_score = infer_voc.main_evaluate(network,
+                                            DataLoader(dataset, batch_size=1))
         middle = time.perf_counter()
-        infer_voc.main_crf()
+        crf_score = infer_voc.main_crf()
         end = time.perf_counter()
     return dict(images=len(names), seconds_network=middle - start,
                 seconds_crf=end - middle,
-                crf_jobs=int(os.cpu_count() * 0.8))
+                crf_jobs=int(os.cpu_count() * 0.8), seg_score=seg_score,
+                crf_score=crf_score, data_root=data_root, list_dir=list_dir,
+                **dirs)

@@ -11,12 +11,26 @@ status is 1 when a row differs and the table does not list it.
 Sizes are small (ViT width 96, 4 layers, 128 px, CPU): the comparison is
 about the computation, not the scale.
 
+Beyond the training step, two groups of rows run the authors' scripts' own
+functions: ``test_time`` (their ``infer_voc.py`` evaluation and CRF on
+synthetic images of odd sizes against the paper config's ``--tta`` model,
+pipeline and evaluator) and ``training_views`` (their ``MultiviewTransform``
+and data set against ``WSSSMultiView`` and the config's training data set,
+driven by one stream of random numbers, plus two-sample KS tests of the
+drawn parameters). Their scripts need ``scikit-learn``, ``imageio``,
+``joblib`` and ``tqdm``; their energy loss rloss' ``bilateralfilter`` on
+``PYTHONPATH``.
+
+``--cfg-options`` changes the paper config every row reads (e.g.
+``tta_model.crf_cfg.bilateral_srgb=6``: the CRF row then fails);
+``--checks`` runs some groups of rows only.
+
 Example::
 
+    PYTHONPATH=/path/to/rloss_bilateralfilter \\
     python tools/analysis_tools/reference_parity.py \\
         --reference-dir ../feature-self-reinforcement
 """
-import argparse
 import math
 import os.path as osp
 import sys
@@ -29,11 +43,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from mmengine.config import DictAction
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from reference_code import (AuthorsLoop,  # noqa: E402
                             build_reference_network, cuda_calls_stay_on_cpu,
-                            energy_loss_available, reference_energy_loss)
+                            energy_loss_available, reference_arg_parser,
+                            reference_energy_loss)
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 PAPER_CONFIG = osp.join(
@@ -48,6 +64,8 @@ TOL = 1e-5
 DIM, DEPTH, HEADS, SIZE, NUM_CLASSES = 96, 4, 4, 128, 21
 HIDDEN, BOTTLENECK, K = 64, 32, 128
 MAX_ITERS = 20000
+# --cfg-options, merged into the paper config wherever a row reads it
+CFG_OPTIONS: Optional[dict] = None
 
 
 @dataclass
@@ -94,10 +112,18 @@ def relative_diff(a: Dict[str, torch.Tensor],
 # --------------------------------------------------------------------------
 # building both sides
 # --------------------------------------------------------------------------
-def project_config(path: str = PAPER_CONFIG, drop_path: float = 0.0):
-    """A paper config with the model scaled to the comparison size."""
+def load_config(path: str = PAPER_CONFIG):
+    """A config of this project; the paper config with ``--cfg-options``."""
     from mmengine.config import Config
     cfg = Config.fromfile(path)
+    if path == PAPER_CONFIG and CFG_OPTIONS:
+        cfg.merge_from_dict(CFG_OPTIONS)
+    return cfg
+
+
+def project_config(path: str = PAPER_CONFIG, drop_path: float = 0.0):
+    """A paper config with the model scaled to the comparison size."""
+    cfg = load_config(path)
     model = cfg.model
     model.backbone.update(
         img_size=(SIZE, SIZE), embed_dims=DIM, num_layers=DEPTH,
@@ -288,7 +314,6 @@ def check_pseudo_labels(R) -> None:
 
 
 def check_masking(R) -> None:
-    from mmengine.config import Config
     from mmseg.registry import MODELS
     from mmseg_fsr.models.utils import min_max_normalize
     print('token masking')
@@ -312,7 +337,7 @@ def check_masking(R) -> None:
 
     for path, documented in ((PAPER_CONFIG, None),
                              (LITERAL_CONFIG, 'Token masking')):
-        neck_cfg = Config.fromfile(path).model.mask_neck
+        neck_cfg = load_config(path).model.mask_neck
         neck = MODELS.build(neck_cfg)
         tag = 'paper-literal config' if documented else 'paper config'
         num_blocks = (28 // neck.patches_per_block)**2
@@ -494,7 +519,6 @@ def check_losses(R) -> None:
 def check_energy_loss(R) -> None:
     """The dense energy loss alone: value and gradient w.r.t. the logits."""
     from mmseg.registry import MODELS
-    from mmengine.config import Config
     print('dense energy loss')
     if not energy_loss_available(R):
         print("     skipped: the authors' bilateral-filter extension (rloss "
@@ -510,7 +534,7 @@ def check_energy_loss(R) -> None:
     ref_logits = logits.clone().requires_grad_()
     our_logits = logits.clone().requires_grad_()
     ref = reference_energy_loss(R, x, ref_logits, labels.float())
-    cfg = Config.fromfile(PAPER_CONFIG).model
+    cfg = load_config(PAPER_CONFIG).model
     loss = MODELS.build(cfg.energy_loss)
     ours = loss(x, our_logits, labels, cfg.data_preprocessor.mean,
                 cfg.data_preprocessor.std)
@@ -524,11 +548,10 @@ def check_energy_loss(R) -> None:
 
 
 def check_schedules(R) -> None:
-    from mmengine.config import Config
     from mmseg_fsr.models.losses import FSRCertainLoss
     from mmseg_fsr.models.utils import EMATeacher
     print('schedules')
-    cfg = Config.fromfile(PAPER_CONFIG)
+    cfg = load_config(PAPER_CONFIG)
     teacher = EMATeacher(dict(), **cfg.model.teacher_cfg)
     ref = R.pyutils.cosine_scheduler(0.9995, 1.0, MAX_ITERS)
     ours = np.array([teacher.momentum_at(i, MAX_ITERS)
@@ -611,7 +634,6 @@ def check_schedules(R) -> None:
 
 
 def check_recipe(ref_dir: str, R) -> None:
-    from mmengine.config import Config
     from reference_code import reference_defaults, reference_energy_settings
 
     from mmseg_fsr.engine.runner import resolve_iteration_fractions
@@ -621,7 +643,7 @@ def check_recipe(ref_dir: str, R) -> None:
                          ('train_coco.py', COCO_CONFIG)):
         a = reference_defaults(ref_dir, script)
         # as WSSSRunner and the model read them: fractions of the run
-        cfg = resolve_iteration_fractions(Config.fromfile(path))
+        cfg = resolve_iteration_fractions(load_config(path))
         m = cfg.model
         neck, plc = m.mask_neck, m.pseudo_labeller
         starts = {k: iteration_of(v, cfg.train_cfg.max_iters)
@@ -672,12 +694,13 @@ def check_recipe(ref_dir: str, R) -> None:
             'settings')
     mean = np.array(R.transforms.MEAN) * 255
     std = np.array(R.transforms.STD) * 255
-    pre = Config.fromfile(PAPER_CONFIG).model.data_preprocessor
+    pre = load_config(PAPER_CONFIG).model.data_preprocessor
     add('input normalisation (mean, std)',
         float(max(np.abs(mean - pre.mean).max(), np.abs(std - pre.std).max())))
     view = R.transforms.MultiviewTransform().transform1_view1.transforms
-    from mmseg_fsr.datasets.transforms import WSSSMultiView
-    ours = WSSSMultiView(crop_size=448).pipelines[0].transforms
+    from mmseg.registry import TRANSFORMS
+    ours = TRANSFORMS.build(multi_view_step(
+        load_config(PAPER_CONFIG))).pipelines[0].transforms
     crop, flip, jitter = ours[0], ours[1], ours[2]
     ref_settings = (view[0].size[0], tuple(view[0].scale),
                     tuple(round(r, 4) for r in view[0].ratio),
@@ -723,6 +746,407 @@ def check_stochastic_targets(R) -> None:
         sum(r != o for r, o in zip(ref_flags, our_flags)), 'behaviours')
 
 
+# --------------------------------------------------------------------------
+# test time: the authors' infer_voc.py against the paper config's --tta
+# --------------------------------------------------------------------------
+# (height, width): sizes that are not whole patches, and one that is
+TEST_SIZES = ((97, 131), (131, 97), (256, 320))
+TEST_IMAGES_PER_SIZE = 2
+
+
+def test_images(root: str) -> List[str]:
+    """Synthetic VOC-layout val images of :data:`TEST_SIZES`, 2-3 classes.
+
+    Masks are written as grayscale PNGs (the authors read them with
+    imageio, which expands palette PNGs to RGB).
+    """
+    import os
+    import shutil
+
+    from PIL import Image
+
+    from mmseg_fsr.testing import generate_synthetic_voc
+    for sub in ('JPEGImages', 'SegmentationClass', 'SegmentationClassAug',
+                'ImageSets/Segmentation'):
+        os.makedirs(osp.join(root, sub), exist_ok=True)
+    names = []
+    for k, (h, w) in enumerate(TEST_SIZES):
+        src = osp.join(root, 'sources', f'{h}x{w}')
+        generate_synthetic_voc(src, num_train=0, num_val=12, img_size=(h, w),
+                               seed=k)
+        picked = 0
+        for i in range(12):
+            mask = np.asarray(Image.open(
+                osp.join(src, 'SegmentationClass', f'val_{i:05d}.png')))
+            if not 2 <= len(set(np.unique(mask)) - {255}) <= 3:
+                continue
+            name = f'{h}x{w}_{i:02d}'
+            shutil.copy(osp.join(src, 'JPEGImages', f'val_{i:05d}.jpg'),
+                        osp.join(root, 'JPEGImages', f'{name}.jpg'))
+            for sub in ('SegmentationClass', 'SegmentationClassAug'):
+                Image.fromarray(mask).save(osp.join(root, sub, f'{name}.png'))
+            names.append(name)
+            picked += 1
+            if picked == TEST_IMAGES_PER_SIZE:
+                break
+    with open(osp.join(root, 'ImageSets/Segmentation/val.txt'), 'w') as f:
+        f.write('\n'.join(names) + '\n')
+    return names
+
+
+def project_tta(cfg, seg: nn.Module, root: str) -> tuple:
+    """``tools/test.py --tta`` of ``cfg`` on ``root``'s val split.
+
+    As the tool sets it up (the test set through ``tta_pipeline``, the
+    segmentor wrapped in ``tta_model``), one image per batch; the CRF runs
+    in this process (``crf_workers=0``: the same CRF, no pool).
+
+    Returns:
+        tuple: The data set and the merged ``SegDataSample`` per image.
+    """
+    from mmengine.dataset import pseudo_collate
+    from mmseg.registry import DATASETS, MODELS
+    tta = MODELS.build(dict(cfg.tta_model, module=seg, crf_workers=0))
+    dataset = DATASETS.build(dict(
+        cfg.test_dataloader.dataset, data_root=root,
+        ann_file='ImageSets/Segmentation/val.txt',
+        pipeline=cfg.tta_pipeline))
+    tta.eval()
+    with torch.no_grad():
+        merged = [tta.test_step(pseudo_collate([dataset[i]]))[0]
+                  for i in range(len(dataset))]
+    return dataset, merged
+
+
+def iou_metric(metric_cfg: dict, dataset, samples: list,
+               pred_key: str = 'pred_sem_seg') -> tuple:
+    """A test evaluator metric on ``samples``: (per-image areas, metrics)."""
+    from mmseg.registry import METRICS
+    metric = METRICS.build(metric_cfg)
+    metric.dataset_meta = dataset.metainfo
+    metric.process({}, [s.to_dict() for s in samples])
+    areas = [np.stack([a.numpy() for a in r]) for r in metric.results]
+    return sum(areas), metric.compute_metrics(metric.results)
+
+
+def confusion_areas(hist: np.ndarray) -> np.ndarray:
+    """Intersection, union, prediction and label areas of a confusion
+    matrix (rows: label, columns: prediction), as ``IoUMetric`` keeps them."""
+    inter, label, pred = np.diag(hist), hist.sum(1), hist.sum(0)
+    return np.stack([inter, label + pred - inter, pred, label])
+
+
+def check_test_time(R) -> None:
+    import tempfile
+
+    from PIL import Image
+    from reference_code import (import_reference_module,
+                                reference_call_kwargs, time_authors_inference)
+
+    from mmseg_fsr.models.utils.dense_crf import crf_from_image_file
+    print('test time (--tta against infer_voc.py)')
+    evaluate = import_reference_module(R.ref_dir, 'utils.evaluate')
+    dcrf = import_reference_module(R.ref_dir, 'utils.dcrf')
+    student, _, seg = paired_models(R)
+    student.eval()
+    seg.eval()
+    cfg = project_config()
+    work = tempfile.mkdtemp(prefix='fsr_parity_tta_')
+    root = osp.join(work, 'voc')
+    names = test_images(root)
+    print(f'     {len(names)} images of sizes {TEST_SIZES}, 2-3 classes each')
+    ref = time_authors_inference(R, student, root, names, osp.join(work, 'a'))
+    dataset, merged = project_tta(cfg, seg, root)
+    assert [osp.basename(s.img_path)[:-4] for s in merged] == names
+
+    # (a) fused logits before the CRF, (b) labels after it
+    theirs = [torch.from_numpy(np.load(
+        osp.join(ref['logits_dir'], f'{n}.npy'),
+        allow_pickle=True).item()['msc_seg'][0]) for n in names]
+    scale = max(t.abs().max().item() for t in theirs)
+    whole = [i for i, n in enumerate(names) if n.startswith('256x320')]
+    add('test: fused multi-scale + flip logits before the CRF, relative '
+        '(sizes of whole patches)',
+        max(max_diff(theirs[i], merged[i].seg_logits.data)
+            for i in whole) / scale, documented='Test-time resizing')
+    add('test: fused multi-scale + flip logits before the CRF, relative '
+        '(97x131, 131x97)',
+        max(max_diff(t, s.seg_logits.data) for t, s in zip(theirs, merged))
+        / scale, documented='Test-time resizing')
+    their_crf = [np.asarray(Image.open(osp.join(ref['segs_dir'],
+                                                f'{n}.png'))) for n in names]
+    ours_crf = [s.pred_sem_seg.data[0].numpy() for s in merged]
+    add('test: labels after the CRF, each side end to end',
+        sum((a != b).sum() for a, b in zip(their_crf, ours_crf)), 'px',
+        documented='Test-time resizing')
+    crf = dcrf.DenseCRF(**reference_call_kwargs(R.ref_dir, 'infer_voc.py',
+                                                'DenseCRF'))
+    prob_gap, label_gap = 0.0, 0
+    for name, logits in zip(names, theirs):
+        img_path = osp.join(root, 'JPEGImages', f'{name}.jpg')
+        image = np.array(Image.open(img_path).convert('RGB'))
+        probs = logits.softmax(0).numpy()  # as their main_crf
+        a = crf(image, probs)
+        b = crf_from_image_file(img_path, probs, cfg.tta_model.crf_cfg)
+        prob_gap = max(prob_gap, float(np.abs(a - b).max()))
+        label_gap += int((a.argmax(0) != b.argmax(0)).sum())
+    add('test: CRF probabilities, same image and input (their DenseCRF vs '
+        'tta_model.crf_cfg)', prob_gap)
+    add('test: CRF labels, same image and input', label_gap, 'px')
+
+    # (c) CAM labels at native size, background 0.5, and their scores
+    voc = import_reference_module(R.ref_dir, 'datasets.voc')
+    gts, their_cams, resized_cams = [], [], []
+    data = voc.VOC12SegDataset(root_dir=ref['data_root'],
+                               name_list_dir=ref['list_dir'], split='val',
+                               stage='val', aug=False)
+    with torch.no_grad():
+        for i in range(len(data)):
+            _, image, label, cls_label = data[i]
+            x = torch.from_numpy(image)[None]
+            labels = torch.from_numpy(cls_label)[None].long()
+            for inputs, out in ((x, their_cams), (F.interpolate(
+                    x, size=[SIZE] * 2, mode='bilinear',
+                    align_corners=False), resized_cams)):
+                cam, _ = R.camutils.multi_scale_cam(student, inputs,
+                                                    scales=(1.0, 0.5, 1.5))
+                cam = F.interpolate(cam, size=label.shape, mode='bilinear',
+                                    align_corners=False)
+                out.append(R.camutils.cam_to_label(
+                    cam, labels, ignore_mid=False, bkg_thre=0.5,
+                    ignore_index=255)[1][0].numpy())
+            gts.append(label.astype(int))
+    ours_cam = [s.pred_cam_label.data[0].numpy() for s in merged]
+    for tag, rows in (('sizes of whole patches', whole),
+                      ('97x131, 131x97', [i for i in range(len(names))
+                                          if i not in whole])):
+        add(f'test: CAM labels at native size, background 0.5 ({tag})',
+            sum((their_cams[i] != ours_cam[i]).sum() for i in rows), 'px',
+            documented='Test-time resizing')
+    add('test: CAM labels, their validation (images resized to the crop)',
+        sum((a != b).sum() for a, b in zip(resized_cams, ours_cam)), 'px',
+        documented='Validation during training')
+    cam_metric = next(m for m in cfg.test_evaluator
+                      if m.get('pred_key') == 'pred_cam_label')
+    areas, metrics = iou_metric(cam_metric, dataset, merged)
+    hist = sum(evaluate._fast_hist(g.flatten(), p.flatten().astype(int), 21)
+               for g, p in zip(gts, ours_cam))
+    add('test: CAM label confusion counts, their evaluate vs '
+        'PseudoLabelMetric (same labels)',
+        (confusion_areas(hist) != areas).sum(), 'entries')
+    score = evaluate.scores(gts, ours_cam)['miou'] * 100
+    add('test: CAM mIoU, their evaluate vs PseudoLabelMetric (same labels, '
+        'beyond 2-decimal rounding)',
+        max(0.0, abs(score - metrics['mIoU']) - 0.005),
+        documented='mIoU over the classes of the ground truth')
+    print(f'     CAM mIoU: theirs (their labels) '
+          f'{evaluate.scores(gts, their_cams)["miou"] * 100:.2f}, theirs '
+          f'(our labels) {score:.2f}, PseudoLabelMetric {metrics["mIoU"]}')
+
+    # (d) confusion matrix and mIoU of the final labels
+    seg_metric = next(m for m in cfg.test_evaluator
+                      if m.type == 'IoUMetric')
+    areas, metrics = iou_metric(seg_metric, dataset, merged)
+    hist = sum(evaluate._fast_hist(g.flatten(), p.flatten().astype(int), 21)
+               for g, p in zip(gts, ours_crf))
+    add('test: confusion counts after the CRF, their evaluate vs IoUMetric '
+        '(same labels)', (confusion_areas(hist) != areas).sum(), 'entries')
+    score = evaluate.scores(gts, ours_crf)['miou'] * 100
+    add('test: mIoU after the CRF, their evaluate vs IoUMetric (same labels, '
+        'beyond 2-decimal rounding)',
+        max(0.0, abs(score - metrics['mIoU']) - 0.005),
+        documented='mIoU over the classes of the ground truth')
+    add('test: mIoU after the CRF, each side end to end (points)',
+        abs(ref['crf_score']['miou'] * 100 - metrics['mIoU']),
+        documented='Test-time resizing')
+    their_miou = ref['crf_score']['miou'] * 100
+    print(f'     mIoU after the CRF: theirs {their_miou:.2f} (their labels), '
+          f'{score:.2f} (our labels); IoUMetric {metrics["mIoU"]}')
+
+
+# --------------------------------------------------------------------------
+# training views: WSSSMultiView against their MultiviewTransform
+# --------------------------------------------------------------------------
+class SharedDraws:
+    """One seeded stream of U(0, 1) numbers behind numpy's and torch's draws.
+
+    Inside the context, the random functions the two view pipelines call
+    (numpy's ``uniform``, ``randint``, ``rand``, ``choice``; torch's
+    ``rand``, ``randint``, ``randperm``, ``Tensor.uniform_``) each take
+    their next number from this stream and map it as the library does
+    (``low + (high - low) * u``, ``floor``, a cumulative-probability
+    search), so two pipelines that draw the same quantities in the same
+    order see the same values, whichever library draws them.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def u(self) -> float:
+        return float(self.rng.random())
+
+    def __enter__(self):
+        u = self.u
+
+        def np_randint(low, high=None, size=None):
+            low, high = (0, low) if high is None else (low, high)
+            return low + int(u() * (high - low))
+
+        def np_choice(a, p=None):
+            index = int(np.searchsorted(np.cumsum(p), u(), side='right'))
+            return a[index]
+
+        def torch_randint(low, high, size, **kwargs):
+            return torch.full(size, low + int(u() * (high - low)),
+                              dtype=torch.long)
+
+        def uniform_(tensor, a=0.0, b=1.0, **kwargs):
+            return tensor.fill_(a + (b - a) * u())
+
+        self.saved = [(np.random, name, getattr(np.random, name))
+                      for name in ('uniform', 'randint', 'rand', 'choice')]
+        self.saved += [(torch, name, getattr(torch, name))
+                       for name in ('rand', 'randint', 'randperm')]
+        self.saved.append((torch.Tensor, 'uniform_', torch.Tensor.uniform_))
+        np.random.uniform = lambda low=0.0, high=1.0, size=None: (
+            low + (high - low) * u())
+        np.random.randint = np_randint
+        np.random.rand = lambda: u()
+        np.random.choice = np_choice
+        torch.rand = lambda *size, **kwargs: torch.full(
+            size[0] if isinstance(size[0], (tuple, list)) else size, u())
+        torch.randint = torch_randint
+        torch.randperm = lambda n, **kwargs: torch.from_numpy(
+            np.argsort([u() for _ in range(n)]))
+        torch.Tensor.uniform_ = uniform_
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for owner, name, value in self.saved:
+            setattr(owner, name, value)
+
+
+VIEW_DRAWS = 200  # image pairs compared pixel for pixel
+KS_DRAWS = 10000  # draws per parameter in the distribution comparison
+
+
+def their_views(R, image_rgb: np.ndarray, crop: int) -> List[np.ndarray]:
+    """The authors' two views of an RGB image, de-normalised to 8 bits."""
+    from PIL import Image
+    views = R.transforms.MultiviewTransform(size1=crop)(
+        Image.fromarray(image_rgb))
+    mean = torch.tensor(R.transforms.MEAN).view(3, 1, 1)
+    std = torch.tensor(R.transforms.STD).view(3, 1, 1)
+    return [((v * std + mean) * 255).round().byte().permute(1, 2, 0).numpy()
+            for v in views]
+
+
+def multi_view_step(cfg) -> dict:
+    """The ``WSSSMultiView`` step of the config's training pipeline."""
+    return next(t for t in cfg.train_dataloader.dataset.pipeline
+                if t.type == 'WSSSMultiView')
+
+
+def check_training_views(R) -> None:
+    import tempfile
+
+    from mmseg.registry import DATASETS, TRANSFORMS
+    from PIL import Image
+    from reference_code import import_reference_module, write_name_lists
+    from scipy.stats import ks_2samp
+    print('training views (WSSSMultiView against MultiviewTransform)')
+    cfg = load_config(PAPER_CONFIG)
+    step = multi_view_step(cfg)
+    ours = TRANSFORMS.build(step)
+    crop = step.crop_size
+    root = osp.join(tempfile.mkdtemp(prefix='fsr_parity_views_'), 'voc')
+    names = test_images(root)
+    image = np.asarray(Image.open(
+        osp.join(root, 'JPEGImages', f'{names[0]}.jpg')).convert('RGB'))
+
+    # the same draws on the same decoded image, pixel for pixel
+    differ = 0
+    for seed in range(VIEW_DRAWS):
+        with SharedDraws(seed):
+            ref = their_views(R, image, crop)
+        with SharedDraws(seed):
+            views = ours(dict(img=image[..., ::-1].copy(),
+                              img_shape=image.shape[:2],
+                              ori_shape=image.shape[:2]))['img']
+        differ += sum(int((a != b[..., ::-1]).sum())
+                      for a, b in zip(ref, views))
+    add(f'views from the same draws, {VIEW_DRAWS} pairs of {image.shape[0]}'
+        f'x{image.shape[1]} -> {crop} (crop, flip, jitter order and '
+        'strengths, bicubic)', differ, 'values')
+
+    # through both data sets: decoding, views and image-level labels
+    list_dir = osp.join(root, 'lists')
+    write_name_lists(root, names, list_dir, 'val')
+    voc = import_reference_module(R.ref_dir, 'datasets.voc')
+    theirs = voc.VOC12ClsDataset(
+        root_dir=root, name_list_dir=list_dir, split='val',
+        transform=R.transforms.MultiviewTransform(size1=crop))
+    dataset = DATASETS.build(dict(
+        cfg.train_dataloader.dataset, data_root=root,
+        ann_file='ImageSets/Segmentation/val.txt'))
+    mean = torch.tensor(R.transforms.MEAN).view(3, 1, 1)
+    std = torch.tensor(R.transforms.STD).view(3, 1, 1)
+    view_gap, label_gap = 0, 0
+    for i, name in enumerate(names):
+        with SharedDraws(i):
+            _, ref, ref_label = theirs[i]
+        with SharedDraws(i):
+            packed = dataset[i]
+        assert osp.basename(packed['data_samples'].img_path) == f'{name}.jpg'
+        views = packed['inputs'].view(-1, 3, crop, crop).flip(1)  # to RGB
+        view_gap += sum(
+            int((((r * std + mean) * 255).round().byte() != v).sum())
+            for r, v in zip(ref, views))
+        label_gap += int((packed['data_samples'].gt_class_labels !=
+                          ref_label).sum())
+    add(f'training samples through both data sets ({len(names)} images): '
+        'views', view_gap, 'values')
+    add(f'training samples through both data sets ({len(names)} images): '
+        'image-level labels', label_gap, 'labels')
+
+    # draws that are not injected: distributions, two-sample KS
+    crop_t, flip_t, jitter_t = ours.pipelines[0].transforms
+    tv_jitter = jitter_t.transforms.transforms[1].t
+    ref_crop, ref_flip, ref_jitter = R.transforms.MultiviewTransform(
+        size1=crop).transform1_view1.transforms[:3]
+    pil = Image.fromarray(image)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    draws = {
+        'crop (top, left, height, width)': (
+            np.array([crop_t.rand_crop_params(image)
+                      for _ in range(KS_DRAWS)]),
+            np.array([ref_crop.get_params(pil, ref_crop.scale, ref_crop.ratio)
+                      for _ in range(KS_DRAWS)])),
+        'flip': (np.array([[flip_t._choose_direction() is not None]
+                           for _ in range(KS_DRAWS)]),
+                 np.array([[bool(torch.rand(1) < ref_flip.p)]
+                           for _ in range(KS_DRAWS)])),
+        'jitter applied': (np.array([[jitter_t.random_apply()]
+                                     for _ in range(KS_DRAWS)]),
+                           np.array([[not ref_jitter.p < torch.rand(1)]
+                                     for _ in range(KS_DRAWS)])),
+        'jitter (brightness, contrast, saturation, hue)': tuple(
+            np.array([j.get_params(j.brightness, j.contrast, j.saturation,
+                                   j.hue)[1:] for _ in range(KS_DRAWS)])
+            for j in (tv_jitter, ref_jitter.transforms[0])),
+    }
+    low = 0
+    for name, (a, b) in draws.items():
+        p = [ks_2samp(a[:, k].astype(float), b[:, k].astype(float)).pvalue
+             for k in range(a.shape[1])]
+        low += sum(v < 1e-3 for v in p)
+        print(f'     {name}: KS p-values {", ".join(f"{v:.3g}" for v in p)} '
+              f'({KS_DRAWS} draws each side)')
+    add(f'view parameter distributions, {KS_DRAWS} draws each (KS p < 1e-3)',
+        low, 'parameters')
+
+
 def loss_starts(ref_dir: str, script: str) -> tuple:
     """First 0-based iteration of the seg and affinity losses in a script.
 
@@ -747,32 +1171,46 @@ def documented_rows() -> List[str]:
         return [line for line in f if line.startswith('|')]
 
 
+CHECKS: Dict[str, Callable] = {
+    'pseudo_labels': check_pseudo_labels,
+    'masking': check_masking,
+    'encoder': check_encoder,
+    'training_step': check_training_step,
+    'losses': check_losses,
+    'energy_loss': check_energy_loss,
+    'schedules': check_schedules,
+    'stochastic_targets': check_stochastic_targets,
+    'recipe': lambda R: check_recipe(R.ref_dir, R),
+    'test_time': check_test_time,
+    'training_views': check_training_views,
+}
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split('\n\n', 1)[1])
-    parser.add_argument('--reference-dir', required=True,
-                        help="a checkout of the authors' FSR code")
+    parser = reference_arg_parser(__doc__)
     parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument(
+        '--checks', nargs='+', choices=list(CHECKS), default=list(CHECKS),
+        help='groups of rows to run (default: all)')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override settings of the paper config the rows read (e.g. to '
+        'see a row fail): key=value pairs, as tools/train.py')
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     sys.path.insert(0, REPO)
     import mmseg_fsr  # noqa: F401  (before the authors' top-level names)
     from mmengine.registry import init_default_scope
     from reference_code import load_reference
+    global CFG_OPTIONS
+    CFG_OPTIONS = args.cfg_options
+    ROWS.clear()
     init_default_scope('mmseg')
     warnings.filterwarnings('ignore')
     R = load_reference(args.reference_dir)
-    checks: List[Callable] = [
-        check_pseudo_labels, check_masking, check_encoder,
-        check_training_step, check_losses, check_energy_loss, check_schedules,
-        check_stochastic_targets,
-        partial(check_recipe, osp.abspath(args.reference_dir))
-    ]
     with cuda_calls_stay_on_cpu():  # the authors' energy loss calls .cuda()
-        for check in checks:
-            check(R)
+        for name in args.checks:
+            CHECKS[name](R)
     table = documented_rows()
     width = max(len(r.name) for r in ROWS)
     print(f'\n{"component".ljust(width)} | difference | verdict')
