@@ -1,13 +1,14 @@
 """The 4-GPU recipe on one GPU, step for step (CPU, real Runner).
 
-Three set-ups train the tiny FSR model on the same fixed images for 8
+Four set-ups train the tiny FSR model on the same fixed images for 8
 optimiser steps of 8 images, crossing the decoder's start (step 2) and the
 switch from random to uncertainty masking (step 4): (a) 4 gloo DDP ranks x
 2 images, (b) one process, 2 images, ``AccumulatingIterBasedTrainLoop``
 with ``accumulative_counts=4``, (c) one process, 8 images; and (d) 2 DDP
 ranks x 2 images x ``accumulative_counts=2`` (accumulate, then all-reduce).
-Student, teacher, both DINO centres and the AdamW state agree. mmengine's plain accumulation
-(iterations = micro-batches) does not. See step_setup_worker.py.
+Student, teacher, both DINO centres and the AdamW state agree. mmengine's
+plain accumulation (iterations = micro-batches) does not. See
+step_setup_worker.py.
 
 Agreement is measured per tensor as ``||a - b|| / ||b||``: the set-ups sum
 in different orders, and AdamW normalises each element's gradient, so the
