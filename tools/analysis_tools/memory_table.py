@@ -269,7 +269,7 @@ def report(results: List[Dict], rows: List[Dict]) -> None:
     for row in rows:
         print(f'| {row["model"]:<7}| {row["batch"]:<8}| '
               f'{row["configs"]:<34}| {row["variant"]:<10}| '
-              f'{row["estimated_gib"]:<14.1f}| {"-":<13}| '
+              f'{row["estimated_gib"]:<14.2f}| {"-":<13}| '
               f'{row["gpu"]:<13}|')
 
 
