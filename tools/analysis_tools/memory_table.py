@@ -5,7 +5,8 @@ loss on) and its baseline without FSR, one training forward pass of
 ``--measure-batch`` images is run on CPU in every precision variant:
 
 - ``saved``: the bytes autograd keeps for backward (the loop benchmark's
-  count, ``benchmark_utils.saved_activation_bytes``), per image;
+  count, ``benchmark_utils.saved_activation_bytes``), per image; under
+  autocast they include the bf16 copies of the weights;
 - ``cam_peak``: the peak of the tensors alive during the multi-scale CAM
   pass (``CAMPseudoLabeller.multi_scale_cams``, no gradient), which runs
   before anything is saved, per image.
@@ -13,7 +14,6 @@ loss on) and its baseline without FSR, one training forward pass of
 The estimate per GPU for B images per micro-batch is::
 
     params + grads + 2 AdamW states (fp32, trainable) + teacher (fp32)
-    [+ bf16 copies of the trainable weights under autocast]
     + B x max(saved, cam_peak)
 
 (gradients are counted whole, although backward frees activations as it
@@ -22,7 +22,9 @@ GiB: the CUDA context and the caching allocator's slack take the rest.
 Gradient accumulation does not change memory: an accumulated step holds
 one micro-batch at a time. Variants: ``fp32``; ``bf16`` (autocast, as
 ``AmpOptimWrapper``); ``with_cp`` (``backbone.with_cp=True``, activation
-checkpointing of the ViT layers); ``bf16+cp``.
+checkpointing of the ViT layers); ``bf16+cp``. bf16 runs CPU autocast, its
+products computed in fp32 (``Bf16ByFp32Arithmetic``: same tensors, a CPU
+without bf16 units is otherwise very slow).
 
 These are estimates from CPU; ``torch.cuda.max_memory_allocated`` of a
 real step on a GPU is the measured figure to put beside them.
@@ -43,12 +45,13 @@ from typing import Dict, Iterator, List
 import torch
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
+from torch.utils._pytree import tree_flatten, tree_map
 
 HERE = osp.dirname(osp.abspath(__file__))
-PAPER_CONFIG = osp.join(
-    osp.dirname(osp.dirname(HERE)),
-    'configs/fsr/fsr_vit-b16_4xb2-20k_voc12aug-448x448.py')
+sys.path.insert(0, HERE)  # the sibling benchmark helpers
+from benchmark_fsr_loop import (PAPER_CONFIG, _import_plugin,  # noqa: E402
+                                make_batch)
+
 GPU_SIZES_GB = (12, 16, 24, 40, 80)
 USABLE_FRACTION = 0.9
 VARIANTS = {  # name: (autocast dtype, activation checkpointing)
@@ -63,16 +66,6 @@ RECIPE_CONFIGS = {
     8: '1xb8',
 }
 GiB = 2**30
-
-
-def _import_plugin() -> None:
-    """Make ``mmseg_fsr`` and the sibling helper modules importable."""
-    sys.path.insert(0, HERE)
-    try:
-        import mmseg_fsr  # noqa: F401
-    except ImportError:
-        sys.path.insert(0, osp.dirname(osp.dirname(HERE)))
-        import mmseg_fsr  # noqa: F401
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -131,6 +124,36 @@ class LiveTensorPeak(TorchDispatchMode):
         return out
 
 
+class Bf16ByFp32Arithmetic(TorchDispatchMode):
+    """Run bf16 matrix products in fp32 and round the result to bf16.
+
+    CPUs without bf16 units multiply bf16 many times slower than fp32. The
+    tensors made and saved stay those of bf16 autocast (same shapes and
+    dtypes), so the byte counts are those of bf16 training; only the
+    arithmetic inside each product is fp32. Enter it outside the counters.
+    """
+
+    PRODUCTS = (torch.ops.aten.mm, torch.ops.aten.addmm, torch.ops.aten.bmm,
+                torch.ops.aten.baddbmm, torch.ops.aten.convolution,
+                torch.ops.aten._scaled_dot_product_flash_attention_for_cpu)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        bf16 = [t for t in tree_flatten(args)[0]
+                if isinstance(t, torch.Tensor) and t.dtype == torch.bfloat16]
+        if func.overloadpacket not in self.PRODUCTS or not bf16:
+            return func(*args, **kwargs)
+
+        def fp32(t):
+            is_bf16 = isinstance(t, torch.Tensor) and t.dtype == torch.bfloat16
+            return t.float() if is_bf16 else t
+
+        out = func(*tree_map(fp32, args), **tree_map(fp32, kwargs))
+        if isinstance(out, tuple):  # attention: (output, fp32 logsumexp)
+            return (out[0].to(torch.bfloat16), ) + out[1:]
+        return out.to(torch.bfloat16)
+
+
 @contextlib.contextmanager
 def cam_pass_peak(model) -> Iterator[List[int]]:
     """Record the live-tensor peak of the model's multi-scale CAM passes
@@ -180,7 +203,6 @@ def measure(cfg, args: argparse.Namespace, fsr: bool) -> Dict:
     """Saved-for-backward and CAM-pass bytes per image of every variant."""
     from mmseg.registry import MODELS
 
-    from benchmark_fsr_loop import make_batch
     from benchmark_utils import autocast, saved_activation_bytes
 
     model_cfg = copy.deepcopy(cfg.model)
@@ -199,7 +221,9 @@ def measure(cfg, args: argparse.Namespace, fsr: bool) -> Dict:
         model.train()
         # every loss on: the last iteration of the run
         model.set_training_progress(99, 100)
-        with saved_activation_bytes(model) as saved, \
+        arithmetic = (Bf16ByFp32Arithmetic() if amp else
+                      contextlib.nullcontext())
+        with arithmetic, saved_activation_bytes(model) as saved, \
                 cam_pass_peak(model) as cam_peak, \
                 autocast(torch.device('cpu'), amp):
             losses = model.loss(batch[0], batch[1])
@@ -207,17 +231,15 @@ def measure(cfg, args: argparse.Namespace, fsr: bool) -> Dict:
         result['variants'][name] = dict(
             saved_per_image=saved[0] / args.measure_batch,
             cam_peak_per_image=cam_peak[0] / args.measure_batch)
+        print(f'measured {"FSR" if fsr else "no FSR"} {name}', flush=True)
     result.update(state_bytes(model))
     return result
 
 
 def estimate_bytes(measured: Dict, variant: str, batch: int) -> float:
     """Estimated peak bytes of one GPU (formula in the module doc)."""
-    amp, _ = VARIANTS[variant]
     parts = measured['variants'][variant]
     static = 4 * measured['trainable'] + measured['teacher']  # w, g, m, v
-    if amp:
-        static += measured['trainable'] / 2  # bf16 weight copies
     return static + batch * max(parts['saved_per_image'],
                                 parts['cam_peak_per_image'])
 
@@ -259,7 +281,7 @@ def report(results: List[Dict], rows: List[Dict]) -> None:
                   f'{parts["saved_per_image"] / GiB:.2f} GiB, CAM pass '
                   f'peak {parts["cam_peak_per_image"] / GiB:.2f} GiB')
     print('\nestimated peak GPU memory per GPU = weights + grads + AdamW '
-          '(fp32) + teacher [+ bf16 weight copies] + images x max(saved '
+          '(fp32) + teacher + images x max(saved '
           f'for backward, CAM pass peak); fits: <= {USABLE_FRACTION:.0%} '
           'of the GPU\n')
     print(f'| {"model":<7}| {"img/GPU":<8}| {"configs":<34}| '
