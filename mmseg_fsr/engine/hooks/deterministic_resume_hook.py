@@ -97,9 +97,9 @@ class DeterministicResumeHook(Hook):
       ``worker_init_fn`` and replayed by its resume skip.
 
     The sampler position is restored by ``IterBasedTrainLoop``, which skips
-    the ``iter`` batches already trained (``AccumulatingIterBasedTrainLoop``:
-    ``iter x accumulative_counts``) (cheaply, without reading files,
-    for single-process loaders). Everything else that changes during
+    the ``iter`` batches already trained (``iter x accumulative_counts``
+    with ``AccumulatingIterBasedTrainLoop``), cheaply, without reading
+    files, for single-process loaders. Everything else that changes during
     training (weights, teacher, loss centers, optimiser, schedulers,
     message hub) is already in mmengine's checkpoints.
 
