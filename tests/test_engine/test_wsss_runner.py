@@ -53,7 +53,8 @@ def test_auto_scale_lr_counts_accumulated_images(synthetic_voc, tmp_path,
     cfg.train_cfg.type = 'AccumulatingIterBasedTrainLoop'
     runner = build_runner(cfg)
     wrapper = runner.build_optim_wrapper(runner.optim_wrapper)
-    base = [group['lr'] for group in wrapper.param_groups]
+    groups = wrapper.optimizer.param_groups
+    base = [group['lr'] for group in groups]
     runner.scale_lr(wrapper, dict(enable=True, base_batch_size=8))
-    assert [group['lr'] for group in wrapper.param_groups] == pytest.approx(
+    assert [group['lr'] for group in groups] == pytest.approx(
         [lr * factor for lr in base])

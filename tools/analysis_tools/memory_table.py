@@ -80,6 +80,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         '--batches', type=int, nargs='+', default=[2, 8],
         help='images per GPU per micro-batch to estimate (default: 2 and 8, '
         'the set-ups of the paper recipe)')
+    parser.add_argument(
+        '--precisions', nargs='+', choices=list(VARIANTS),
+        default=list(VARIANTS),
+        help='variants to measure (bf16 is several times slower on CPU)')
     parser.add_argument('--measure-batch', type=int, default=1,
                         help='images of the measured CPU forward pass')
     parser.add_argument('--threads', type=int,
@@ -213,7 +217,8 @@ def measure(cfg, args: argparse.Namespace, fsr: bool) -> Dict:
         model_cfg.decode_head.num_classes,
         argparse.Namespace(seed=0, batch_size=args.measure_batch, crop=crop))
     result = dict(fsr=fsr, crop=crop, variants={})
-    for name, (amp, with_cp) in VARIANTS.items():
+    for name in args.precisions:
+        amp, with_cp = VARIANTS[name]
         model_cfg.backbone.with_cp = with_cp
         torch.manual_seed(0)
         model = MODELS.build(model_cfg)
@@ -231,7 +236,10 @@ def measure(cfg, args: argparse.Namespace, fsr: bool) -> Dict:
         result['variants'][name] = dict(
             saved_per_image=saved[0] / args.measure_batch,
             cam_peak_per_image=cam_peak[0] / args.measure_batch)
-        print(f'measured {"FSR" if fsr else "no FSR"} {name}', flush=True)
+        print(f'{"FSR" if fsr else "no FSR"} {name}: saved for backward '
+              f'{saved[0] / args.measure_batch / GiB:.3f} GiB, CAM pass '
+              f'{cam_peak[0] / args.measure_batch / GiB:.3f} GiB per image',
+              flush=True)
     result.update(state_bytes(model))
     return result
 
@@ -257,7 +265,7 @@ def table_rows(results: List[Dict], batches: List[int]) -> List[Dict]:
     rows = []
     for measured in results:
         for batch in batches:
-            for variant in VARIANTS:
+            for variant in measured['variants']:
                 nbytes = estimate_bytes(measured, variant, batch)
                 rows.append(dict(
                     model='FSR' if measured['fsr'] else 'no FSR',
