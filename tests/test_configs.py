@@ -169,3 +169,75 @@ def test_every_config_has_a_model_zoo_row():
     assert 'paper' in header and header.rstrip(' |').endswith('ours')
     for row in rows:
         assert row.count('|') == header.count('|'), row
+
+
+# the paper recipe on fewer GPUs: (paper config, images per GPU,
+# accumulative_counts); GPUs x images x accumulation = the paper's 4 x 2
+GPU_SETUPS = {
+    'fsr_vit-b16_1xb8-20k_voc12aug-448x448.py': (VOC_PAPER, 8, 1),
+    'fsr_vit-b16_1xb2-accum4-20k_voc12aug-448x448.py': (VOC_PAPER, 2, 4),
+    'fsr_vit-b16_2xb2-accum2-20k_voc12aug-448x448.py': (VOC_PAPER, 2, 2),
+    'fsr_vit-b16_1xb8-80k_coco2014-448x448.py': (COCO_PAPER, 8, 1),
+    'fsr_vit-b16_1xb2-accum4-80k_coco2014-448x448.py': (COCO_PAPER, 2, 4),
+}
+
+
+def recipe_parts(cfg) -> tuple:
+    """(images per GPU, accumulative_counts, everything else)."""
+    cfg = copy.deepcopy(cfg.to_dict())
+    batch = cfg['train_dataloader'].pop('batch_size')
+    counts = cfg['optim_wrapper'].pop('accumulative_counts', 1)
+    loop = cfg['train_cfg'].pop('type')
+    assert loop == ('AccumulatingIterBasedTrainLoop' if counts > 1 else
+                    'IterBasedTrainLoop')
+    return batch, counts, cfg
+
+
+@pytest.mark.parametrize('name', sorted(GPU_SETUPS))
+def test_gpu_setup_config_is_the_4xb2_recipe(name):
+    """Only the images per GPU, the accumulation and the loop differ from
+    the 4xb2 config, and GPUs x images x accumulation is its 8."""
+    init_default_scope('mmseg')
+    paper, batch, counts = GPU_SETUPS[name]
+    gpus = int(name.split('_')[2].split('xb')[0])
+    ours = recipe_parts(Config.fromfile(osp.join(CONFIG_DIR, 'fsr', name)))
+    reference = recipe_parts(Config.fromfile(paper))
+    assert ours[:2] == (batch, counts)
+    assert gpus * batch * counts == 4 * reference[0] * reference[1] == 8
+    ours[2].pop('filename', None)
+    reference[2].pop('filename', None)
+    assert ours[2] == reference[2]
+
+
+@pytest.mark.parametrize('name', sorted(GPU_SETUPS))
+def test_gpu_setup_config_trains_tiny(name, synthetic_voc, coco_layout,
+                                      tmp_path):
+    """The config's own runner, loop, optimiser wrapper, data and hooks,
+    with the tiny model at 32 px: 2 optimiser steps of
+    ``accumulative_counts`` micro-batches each."""
+    from mmseg_fsr.engine.runner import build_runner
+    from mmseg_fsr.testing import tiny_fsr_model_cfg
+
+    init_default_scope('mmseg')
+    _, batch, counts = GPU_SETUPS[name]
+    cfg = Config.fromfile(osp.join(CONFIG_DIR, 'fsr', name))
+    set_data_root(cfg, coco_layout if 'coco' in name else synthetic_voc)
+    cfg.work_dir = str(tmp_path / 'work')
+    cfg.model = tiny_fsr_model_cfg(
+        crop=32, loss_start_iters=cfg.model.loss_start_iters,
+        decode_head=dict(num_classes=cfg.model.decode_head.num_classes))
+    cfg.train_dataloader.update(num_workers=0, persistent_workers=False)
+    shrink_crop(cfg.train_dataloader.dataset.pipeline, 32)
+    cfg.train_cfg.max_iters = 2
+    cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+    cfg.default_hooks.checkpoint.update(interval=2, save_best=None)
+    cfg.log_level = 'WARNING'
+    runner = build_runner(cfg)
+    runner.train()
+    assert runner.iter == 2
+    assert runner.train_dataloader.batch_size == batch
+    # 2 AdamW steps over 2 x counts micro-batches
+    state = runner.optim_wrapper.state_dict()['state']
+    assert {int(s['step']) for s in state.values()} == {2}
+    assert runner.optim_wrapper._inner_count == 2 * counts
+    assert osp.exists(osp.join(cfg.work_dir, 'iter_2.pth'))

@@ -4,7 +4,10 @@ A tiny config runs 6 iterations, a checkpoint and a validation every 2
 (3 checkpoints). A second run is killed during iteration 5 (a hook raises
 after checkpoint 2 was written), then resumed from ``iter_4.pth``. Every
 state-dict tensor (student, EMA teacher, loss centers), the optimiser state
-and the final metrics must equal those of the uninterrupted run.
+and the final metrics must equal those of the uninterrupted run. With
+gradient accumulation (``AccumulatingIterBasedTrainLoop``) an iteration is
+an optimiser step of several batches, and the resumed run restarts at a
+step boundary.
 """
 import copy
 import glob
@@ -38,8 +41,12 @@ class CrashAt(Hook):
             raise Crash(f'killed in iteration {self.at + 1}')
 
 
-def _cfg(tiny_cfg, work_dir, num_workers=0, with_hook=True):
+def _cfg(tiny_cfg, work_dir, num_workers=0, with_hook=True,
+         accumulative_counts=1):
     cfg = tiny_cfg(max_iters=6)
+    if accumulative_counts > 1:
+        cfg.train_cfg.type = 'AccumulatingIterBasedTrainLoop'
+        cfg.optim_wrapper.accumulative_counts = accumulative_counts
     cfg.work_dir = str(work_dir)
     cfg.train_cfg.val_interval = 2  # validation between checkpoints too
     cfg.default_hooks.checkpoint.update(interval=2, max_keep_ckpts=-1)
@@ -95,11 +102,13 @@ def _crash_and_resume(cfg, tmp_path):
     return _run(cfg, resume_from=osp.join(cfg.work_dir, 'iter_4.pth'))
 
 
-@pytest.mark.parametrize('num_workers', [0, 1])
+@pytest.mark.parametrize('num_workers, counts', [(0, 1), (1, 1), (0, 2)],
+                         ids=['main-process', 'worker', 'accumulation'])
 def test_resume_is_bit_identical(tiny_cfg, tmp_path, monkeypatch,
-                                 num_workers):
+                                 num_workers, counts):
     full_state, full_optim, full_metrics = _run(
-        _cfg(tiny_cfg, tmp_path / 'full', num_workers))
+        _cfg(tiny_cfg, tmp_path / 'full', num_workers,
+             accumulative_counts=counts))
     loaded = []
     prepare = WSSSVOCDataset.prepare_data
 
@@ -109,12 +118,14 @@ def test_resume_is_bit_identical(tiny_cfg, tmp_path, monkeypatch,
 
     monkeypatch.setattr(WSSSVOCDataset, 'prepare_data', counting)
     state, optim, metrics = _crash_and_resume(
-        _cfg(tiny_cfg, tmp_path / 'crash', num_workers), tmp_path)
+        _cfg(tiny_cfg, tmp_path / 'crash', num_workers,
+             accumulative_counts=counts), tmp_path)
     if num_workers == 0:
         # iterations 1-5 of the killed run, then only iterations 5-6 on
-        # resume: the 4 batches already trained were skipped unread
+        # resume: the 4 x counts batches already trained were skipped
+        # unread
         assert len([n for n in loaded if n.startswith('train_')]) == \
-            (5 + 2) * 2
+            (5 + 2) * counts * 2
 
     assert full_state.keys() == state.keys()
     assert any(k.startswith('teacher.') for k in state)

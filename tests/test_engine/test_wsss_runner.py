@@ -1,4 +1,5 @@
 """WSSSRunner: fractions of max_iters, and the runner a config names."""
+import pytest
 from mmengine.config import Config
 from mmengine.runner import Runner
 
@@ -31,3 +32,29 @@ def test_build_runner_honours_runner_type(synthetic_voc, tmp_path):
     cfg = tiny_fsr_config(synthetic_voc, str(tmp_path / 'stock'))
     cfg.pop('runner_type')
     assert type(build_runner(cfg)) is Runner
+
+
+def test_plain_loop_with_accumulation_is_refused(synthetic_voc, tmp_path):
+    """mmengine's IterBasedTrainLoop would step teacher, centres and
+    schedules once per micro-batch."""
+    cfg = tiny_fsr_config(synthetic_voc, str(tmp_path / 'plain'))
+    cfg.optim_wrapper.accumulative_counts = 4
+    with pytest.raises(ValueError, match='AccumulatingIterBasedTrainLoop'):
+        build_runner(cfg)
+
+
+@pytest.mark.parametrize('counts, factor', [(1, 2 / 8), (4, 1.0)])
+def test_auto_scale_lr_counts_accumulated_images(synthetic_voc, tmp_path,
+                                                 counts, factor):
+    """--auto-scale-lr: a step of 1 GPU x 2 images x 4 micro-batches is the
+    base batch of 8."""
+    cfg = tiny_fsr_config(synthetic_voc, str(tmp_path / str(counts)))
+    cfg.optim_wrapper.accumulative_counts = counts
+    cfg.train_cfg.type = 'AccumulatingIterBasedTrainLoop'
+    runner = build_runner(cfg)
+    wrapper = runner.build_optim_wrapper(runner.optim_wrapper)
+    groups = wrapper.optimizer.param_groups
+    base = [group['lr'] for group in groups]
+    runner.scale_lr(wrapper, dict(enable=True, base_batch_size=8))
+    assert [group['lr'] for group in groups] == pytest.approx(
+        [lr * factor for lr in base])

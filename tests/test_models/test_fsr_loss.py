@@ -76,6 +76,34 @@ def test_center_uses_global_sum_and_count(monkeypatch):
     assert torch.allclose(loss.center, torch.tensor([[3.25, 3., 3.]]))
 
 
+def test_center_moves_once_per_accumulated_step(monkeypatch):
+    """Micro-batches of 1 and 2 rows (AccumulatingIterBasedTrainLoop's
+    MessageHub info): summed, all-reduced once, then one EMA step with the
+    mean of the 3 rows."""
+    from mmseg_fsr.models.utils.accumulation import publish_micro_batch
+    reductions = []
+    monkeypatch.setattr(fsr_loss.dist, 'all_reduce',
+                        lambda data, op='sum': reductions.append(data))
+    loss = _loss('FSRCertainLoss')
+    try:
+        publish_micro_batch(0, 2)
+        loss(torch.zeros(1, 3), torch.tensor([[3., 0., 0.]]), 99, 100)
+        assert not loss.center.any() and reductions == []
+        publish_micro_batch(1, 2)
+        # the step's loss is centred with the center before the step
+        out = loss(torch.zeros(2, 3), torch.tensor([[0., 3., 0.],
+                                                    [0., 0., 3.]]), 99, 100)
+        assert out.item() == pytest.approx(
+            W * _ce([0., 0., 0.], [0., 3., 0.]), rel=1e-5)
+        assert len(reductions) == 1
+        assert torch.allclose(loss.center, torch.tensor([[0.1, 0.1, 0.1]]))
+    finally:
+        publish_micro_batch(0, 1)
+    # no accumulation: every call is a step
+    loss(torch.zeros(1, 3), torch.tensor([[1., 1., 1.]]), 99, 100)
+    assert torch.allclose(loss.center, torch.tensor([[0.19, 0.19, 0.19]]))
+
+
 def test_teacher_temperature_schedule():
     """0.04 -> 0.07 over int(T / 8) iterations, reached one step early."""
     loss = MODELS.build(dict(type='FSRCertainLoss'))

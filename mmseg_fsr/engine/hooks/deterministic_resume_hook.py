@@ -107,8 +107,9 @@ class DeterministicResumeHook(Hook):
       ``worker_init_fn`` and replayed by its resume skip.
 
     The sampler position is restored by ``IterBasedTrainLoop``, which skips
-    the ``iter`` batches already trained (cheaply, without reading files,
-    for single-process loaders). Everything else that changes during
+    the ``iter`` batches already trained (``iter x accumulative_counts``
+    with ``AccumulatingIterBasedTrainLoop``), cheaply, without reading
+    files, for single-process loaders. Everything else that changes during
     training (weights, teacher, loss centers, optimiser, schedulers,
     message hub) is already in mmengine's checkpoints.
 
@@ -145,9 +146,11 @@ class DeterministicResumeHook(Hook):
         loop = runner.train_loop
         if hasattr(loop, 'dataloader_iterator'):
             if not isinstance(loop.dataloader_iterator, _ReseedingIterator):
+                # a step of AccumulatingIterBasedTrainLoop takes N batches
+                batches_per_iter = getattr(loop, 'accumulative_counts', 1)
                 loop.dataloader_iterator = _ReseedingIterator(
                     loop.dataloader_iterator, self._reseed_data,
-                    skip=runner.iter)
+                    skip=runner.iter * batches_per_iter)
         else:
             print_log(
                 f'{type(self).__name__}: {type(loop).__name__} has no '

@@ -6,6 +6,8 @@ from mmengine.runner import Runner
 from mmseg.registry import RUNNERS
 
 from ...models.utils import iteration_of
+from .accumulating_train_loop import (AccumulatingIterBasedTrainLoop,
+                                      accumulative_counts)
 
 
 def resolve_iteration_fractions(cfg: Config) -> Config:
@@ -40,10 +42,37 @@ def resolve_iteration_fractions(cfg: Config) -> Config:
     return cfg
 
 
+def check_accumulating_loop(cfg: Config) -> None:
+    """Refuse gradient accumulation in a loop that counts micro-batches.
+
+    mmengine's ``IterBasedTrainLoop`` with ``accumulative_counts=N`` makes
+    every micro-batch an iteration: FSR's teacher and centres would move N
+    times per optimiser step, with 1/N of its batch, and every schedule
+    would run N times too fast. ``AccumulatingIterBasedTrainLoop`` makes
+    the iteration the optimiser step.
+
+    Raises:
+        ValueError: If ``optim_wrapper.accumulative_counts > 1`` and
+            ``train_cfg`` names another loop.
+    """
+    counts = (cfg.get('optim_wrapper') or {}).get('accumulative_counts', 1)
+    loop = (cfg.get('train_cfg') or {}).get('type', 'IterBasedTrainLoop')
+    if counts > 1 and loop not in ('AccumulatingIterBasedTrainLoop',
+                                   AccumulatingIterBasedTrainLoop):
+        raise ValueError(
+            f'optim_wrapper.accumulative_counts={counts} needs '
+            "train_cfg.type='AccumulatingIterBasedTrainLoop' (got "
+            f'{loop!r}, whose iterations are micro-batches: the teacher, '
+            'the loss centres and every schedule would step once per '
+            'micro-batch)')
+
+
 @RUNNERS.register_module()
 class WSSSRunner(Runner):
     """mmengine's ``Runner``, built from a config whose iterations may be
-    fractions of ``max_iters`` (:func:`resolve_iteration_fractions`).
+    fractions of ``max_iters`` (:func:`resolve_iteration_fractions`) and
+    whose gradient accumulation, if any, steps once per iteration
+    (:func:`check_accumulating_loop`).
 
     Configs select it with ``runner_type = 'WSSSRunner'``, which mmseg's and
     this project's ``tools/train.py`` honour (``RUNNERS.build``).
@@ -52,7 +81,19 @@ class WSSSRunner(Runner):
     @classmethod
     def from_cfg(cls, cfg: Config) -> 'WSSSRunner':
         """Build the runner from a config with fractions resolved."""
+        check_accumulating_loop(cfg)
         return super().from_cfg(resolve_iteration_fractions(cfg))
+
+    def scale_lr(self, optim_wrapper, auto_scale_lr=None) -> None:
+        """mmengine's linear lr scaling (``--auto-scale-lr``), with the batch
+        of an optimiser step: GPUs x batch size x ``accumulative_counts``."""
+        if auto_scale_lr and auto_scale_lr.get('enable', False):
+            counts = accumulative_counts(optim_wrapper)
+            # mmengine compares GPUs x batch size with base_batch_size
+            auto_scale_lr = dict(
+                auto_scale_lr,
+                base_batch_size=auto_scale_lr['base_batch_size'] / counts)
+        super().scale_lr(optim_wrapper, auto_scale_lr)
 
 
 def build_runner(cfg: Config) -> Runner:

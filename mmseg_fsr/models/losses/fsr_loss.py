@@ -5,6 +5,7 @@ from mmengine import dist
 from mmseg.registry import MODELS
 from torch import Tensor
 
+from ..utils.accumulation import ends_optimizer_step
 from ..utils.arguments import check_unit_interval
 from .named_loss import NamedLoss
 
@@ -13,8 +14,13 @@ class DINOCenteringLoss(NamedLoss):
     """Shared DINO machinery: teacher centering, sharpening, temperatures.
 
     The running ``center`` is a buffer, so it is saved in checkpoints. It is
-    updated after each loss computation only in training mode
+    updated once per optimiser step, only in training mode
     (``self.training``), so validation or inference calls leave it alone.
+    With gradient accumulation (``AccumulatingIterBasedTrainLoop``) the
+    teacher outputs of the step's micro-batches are summed and the center
+    moves once, after the last one, with their mean: what one pass over the
+    whole batch, or the all-reduce over the ranks of a multi-GPU step,
+    gives.
 
     Args:
         out_channels (int): Projector outputs K.
@@ -49,6 +55,9 @@ class DINOCenteringLoss(NamedLoss):
         self.teacher_temp_warmup_ratio = teacher_temp_warmup_ratio
         self.center_momentum = center_momentum
         self.register_buffer('center', torch.zeros(1, out_channels))
+        # (sum over rows, row count) of the step's earlier micro-batches;
+        # None at step boundaries, where checkpoints are written
+        self._step_stats = None
 
     def teacher_temperature(self, cur_iter: int, max_iters: int) -> float:
         """Teacher temperature at 0-based iteration ``cur_iter``.
@@ -88,10 +97,12 @@ class DINOCenteringLoss(NamedLoss):
 
     @torch.no_grad()
     def update_center(self, teacher_out: Tensor) -> None:
-        """EMA update of the center with the all-reduced batch mean.
+        """EMA update of the center with the all-reduced mean of the step.
 
         Sum and count are reduced together, so ranks with unequal batch sizes
         give the exact global mean; a no-op reduction when not distributed.
+        Before the last micro-batch of an accumulated step the statistics
+        are only summed (accumulate, then all-reduce once).
 
         Args:
             teacher_out (Tensor): Teacher logits, shape (..., K); every row
@@ -99,6 +110,12 @@ class DINOCenteringLoss(NamedLoss):
         """
         flat = teacher_out.detach().float().reshape(-1, self.center.shape[1])
         stats = torch.cat((flat.sum(0), flat.new_tensor([flat.shape[0]])))
+        if self._step_stats is not None:
+            stats = stats + self._step_stats
+        if not ends_optimizer_step():
+            self._step_stats = stats
+            return
+        self._step_stats = None
         dist.all_reduce(stats, op='sum')
         count = stats[-1]
         batch_mean = stats[:-1] / count.clamp(min=1)
