@@ -67,7 +67,8 @@ def prepare(args) -> dict:
     from reference_code import (grayscale_mask_root, load_reference,
                                 write_name_lists)
     from reference_parity import (SIZE, build_project, build_reference,
-                                  map_reference, project_config)
+                                  map_reference, project_config,
+                                  unmapped_keys)
 
     import mmseg_fsr  # noqa: F401  (before the authors' top-level names)
     from mmengine.registry import init_default_scope
@@ -102,7 +103,7 @@ def prepare(args) -> dict:
                              'teacher.aggregation_head.'))})
         missing = build_project(project_config(drop_path=0.1)).load_state_dict(
             mapped, strict=False)
-        left = [k for k in missing.missing_keys if not k.endswith('.center')]
+        left = unmapped_keys(missing.missing_keys)
         if left or missing.unexpected_keys:
             raise RuntimeError(f'key map incomplete: {left}')
         torch.save(dict(state_dict=mapped, meta={}),
