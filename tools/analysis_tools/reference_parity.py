@@ -498,9 +498,51 @@ def check_training_step(R) -> None:
                      seg.uncertain_loss.center)))
 
 
+def check_idle_decoder(R) -> None:
+    """Before the decoder's start their loop weights its loss by 0.0: the
+    decoder's tensors get zero gradients, so AdamW still steps them."""
+    from mmseg.structures import SegDataSample
+    print('before the decoder starts')
+    student, teacher, seg = paired_models(R)
+    student.train()
+    seg.train()
+    loop = AuthorsLoop(R, student, teacher, SIZE, MAX_ITERS, K)
+    g = torch.Generator().manual_seed(9)
+    labels = multi_hot([[3, 7], [0, 11, 19]])
+    samples = []
+    for i in range(2):
+        sample = SegDataSample(metainfo=dict(img_path=f'image_{i}'))
+        sample.gt_class_labels = labels[i]
+        samples.append(sample)
+    n_iter = 100  # the decoder starts at 2,000
+    seg.set_training_progress(n_iter, MAX_ITERS)
+    views = [images(g), images(g)]
+    noise = torch.rand(2, 4, generator=g)
+    ref, _ = loop.losses(views, labels, n_iter, noise)
+    weights = dict(cls=1.0, seg=0.0, aff=0.2, fsr_c=0.1, fsr_u=0.1, reg=0.0)
+    sum(weights[t] * v for t, v in ref.items()).backward()
+    neck_forward = seg.mask_neck.forward
+    seg.mask_neck.forward = partial(neck_forward, noise=noise)
+    losses = seg.loss(torch.stack(views, 1), samples)
+    seg.mask_neck.forward = neck_forward
+    sum(v for k, v in losses.items() if 'loss' in k).backward()
+    expected = map_reference({
+        n: torch.full(p.shape, float(p.grad is not None))
+        for n, p in student.named_parameters() if p.requires_grad
+    })
+    params = dict(seg.named_parameters())
+    differ = [k for k, v in expected.items()
+              if not torch.all(v == float(params[k].grad is not None))]
+    if differ:
+        print('     differ:', differ)
+    add('tensors with a gradient (zeros included) before the decoder starts',
+        len(differ), 'tensors')
+
+
 def check_losses(R) -> None:
-    from mmseg_fsr.models.losses import (BgFgCrossEntropyLoss,
-                                         PatchTokenContrastLoss)
+    from mmseg.registry import MODELS
+
+    from mmseg_fsr.models.losses import PatchTokenContrastLoss
     print('losses')
     g = torch.Generator().manual_seed(7)
     fmap = torch.randn(2, 96, 8, 8, generator=g)
@@ -513,7 +555,9 @@ def check_losses(R) -> None:
     pred = torch.randn(2, 21, 32, 32, generator=g)
     label = torch.tensor([0, 0, 4, 9, 255])[torch.randint(
         0, 5, (2, 32, 32), generator=g)]
-    loss = BgFgCrossEntropyLoss(loss_weight=1.0)
+    # the paper config's decoder loss, at weight 1
+    loss = MODELS.build(dict(load_config().model.decode_head.loss_decode,
+                             loss_weight=1.0))
     add('segmentation loss (background / foreground halves)',
         max_diff(R.seg_losses.get_seg_loss(pred, label, 255),
                  loss(pred, label, ignore_index=255)))
@@ -1193,6 +1237,7 @@ CHECKS: Dict[str, Callable] = {
     'encoder': check_encoder,
     'training_step': check_training_step,
     'losses': check_losses,
+    'idle_decoder': check_idle_decoder,
     'energy_loss': check_energy_loss,
     'schedules': check_schedules,
     'stochastic_targets': check_stochastic_targets,
