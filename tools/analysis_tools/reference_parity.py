@@ -443,20 +443,27 @@ def check_encoder(R) -> None:
             documented='Masked tokens in the aggregation softmax')
 
 
-def check_training_step(R) -> None:
+def training_setup(R) -> tuple:
+    """Paired networks in train mode, the authors' loop over theirs, and
+    two images' labels as both sides take them."""
     from mmseg.structures import SegDataSample
-    print('training step')
     student, teacher, seg = paired_models(R)
     student.train()
     seg.train()
     loop = AuthorsLoop(R, student, teacher, SIZE, MAX_ITERS, K)
-    g = torch.Generator().manual_seed(5)
     labels = multi_hot([[3, 7], [0, 11, 19]])
     samples = []
     for i in range(2):
         sample = SegDataSample(metainfo=dict(img_path=f'image_{i}'))
         sample.gt_class_labels = labels[i]
         samples.append(sample)
+    return student, teacher, seg, loop, labels, samples
+
+
+def check_training_step(R) -> None:
+    print('training step')
+    student, teacher, seg, loop, labels, samples = training_setup(R)
+    g = torch.Generator().manual_seed(5)
     n_iter = 5000
     seg.set_training_progress(n_iter, MAX_ITERS)
     weights = dict(cls=1.0, seg=0.1, aff=0.2, fsr_c=0.1, fsr_u=0.1, reg=1.0)
@@ -501,19 +508,9 @@ def check_training_step(R) -> None:
 def check_idle_decoder(R) -> None:
     """Before the decoder's start their loop weights its loss by 0.0: the
     decoder's tensors get zero gradients, so AdamW still steps them."""
-    from mmseg.structures import SegDataSample
     print('before the decoder starts')
-    student, teacher, seg = paired_models(R)
-    student.train()
-    seg.train()
-    loop = AuthorsLoop(R, student, teacher, SIZE, MAX_ITERS, K)
+    student, teacher, seg, loop, labels, samples = training_setup(R)
     g = torch.Generator().manual_seed(9)
-    labels = multi_hot([[3, 7], [0, 11, 19]])
-    samples = []
-    for i in range(2):
-        sample = SegDataSample(metainfo=dict(img_path=f'image_{i}'))
-        sample.gt_class_labels = labels[i]
-        samples.append(sample)
     n_iter = 100  # the decoder starts at 2,000
     seg.set_training_progress(n_iter, MAX_ITERS)
     views = [images(g), images(g)]
