@@ -3,6 +3,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from mmseg.registry import MODELS
 
 import mmseg_fsr  # noqa: F401  (registers the modules)
@@ -110,21 +111,53 @@ def test_bgfg_ce_hand_example():
     assert torch.allclose(loss, torch.tensor(expected), atol=1e-6)
 
 
-def test_bgfg_ce_only_background_is_bg_mean():
+def test_bgfg_ce_only_background_is_half_bg_mean():
+    # the authors' get_seg_loss: (bg + NaN) / 2, whose NaN half
+    # back-propagates zeros; here the empty half adds 0 to the same mean
     pixels = [PIXELS[0], PIXELS[1], PIXELS[4]]
     logits, label = _as_tensors(pixels)
     loss = BgFgCrossEntropyLoss(loss_weight=1.0)(logits, label)
-    expected = (_ce(*PIXELS[0]) + _ce(*PIXELS[1])) / 2
+    expected = (_ce(*PIXELS[0]) + _ce(*PIXELS[1])) / 2 / 2
     assert not torch.isnan(loss)
     assert torch.allclose(loss, torch.tensor(expected), atol=1e-6)
+    skipped = BgFgCrossEntropyLoss(loss_weight=1.0, skip_empty_group=True)
+    assert torch.allclose(skipped(logits, label), torch.tensor(2 * expected),
+                          atol=1e-6)
 
 
-def test_bgfg_ce_only_foreground_is_fg_mean():
+def test_bgfg_ce_only_foreground_is_half_fg_mean():
     pixels = [PIXELS[2], PIXELS[3]]
     logits, label = _as_tensors(pixels)
     loss = BgFgCrossEntropyLoss(loss_weight=1.0)(logits, label)
-    expected = (_ce(*PIXELS[2]) + _ce(*PIXELS[3])) / 2
+    expected = (_ce(*PIXELS[2]) + _ce(*PIXELS[3])) / 2 / 2
     assert torch.allclose(loss, torch.tensor(expected), atol=1e-6)
+    skipped = BgFgCrossEntropyLoss(loss_weight=1.0, skip_empty_group=True)
+    assert torch.allclose(skipped(logits, label), torch.tensor(2 * expected),
+                          atol=1e-6)
+
+
+def test_bgfg_ce_no_foreground_gradient_is_the_authors():
+    # the authors' (bg + fg) / 2 is NaN on a batch without foreground
+    # pixels, yet trains: the all-ignored fg half back-propagates zeros, so
+    # the background half trains at weight 0.5
+    pixels = [PIXELS[0], PIXELS[1], PIXELS[4]]
+    logits, label = _as_tensors(pixels)
+    logits.requires_grad_()
+    bg = F.cross_entropy(logits, label, ignore_index=255)
+    fg = F.cross_entropy(logits, torch.full_like(label, 255),
+                         ignore_index=255)
+    authors = (bg + fg) * 0.5
+    assert torch.isnan(authors)
+    authors.backward()
+    expected = logits.grad.clone()
+    assert not torch.isnan(expected).any() and expected.abs().sum() > 0
+    logits.grad = None
+    BgFgCrossEntropyLoss(loss_weight=1.0)(logits, label).backward()
+    assert torch.allclose(logits.grad, expected, atol=1e-7)
+    # pixel 0 by hand: 0.5 * (softmax - onehot) / 2 background pixels
+    p = torch.tensor([2., 0., 0.]).softmax(0)
+    assert torch.allclose(logits.grad[0, :, 0, 0],
+                          0.25 * (p - torch.tensor([1., 0, 0])), atol=1e-6)
 
 
 def test_bgfg_ce_custom_ignore_index():

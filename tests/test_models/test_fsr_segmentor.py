@@ -385,6 +385,34 @@ def test_baseline_runs_on_a_backbone_that_cannot_stop_early():
         assert all(torch.isfinite(v).all() for v in losses.values())
 
 
+@pytest.mark.parametrize('idle_steps', [True, False])
+def test_idle_decoder_is_stepped_before_its_start(idle_steps):
+    """The authors' loop computes the decoder loss at weight 0 before its
+    start: zero gradients, so AdamW decays the decoder and counts its steps
+    (whose bias correction then lets the first real updates exceed the
+    lr). ``idle_decoder_steps=False`` keeps the decoder out until then."""
+    model = build(progress=(5, 100), idle_decoder_steps=idle_steps,
+                  loss_start_iters=dict(seg=10, aff=0, fsr=0)).train()
+    inputs, samples = two_view_batch([[0], [1]])
+    losses = model.loss(inputs, samples)
+    assert not any('seg' in k for k in losses)  # no decoder loss yet
+    sum(v for k, v in losses.items() if 'loss' in k).backward()
+    weight = model.decode_head.conv_seg.weight
+    before = weight.detach().clone()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1,
+                                  weight_decay=0.5)
+    optimizer.step()
+    if idle_steps:
+        assert all(torch.equal(p.grad, torch.zeros_like(p))
+                   for p in model.decode_head.parameters())
+        # decoupled decay only: w * (1 - lr * wd), no Adam move
+        assert torch.allclose(weight, before * 0.95, atol=1e-7)
+        assert int(optimizer.state[weight]['step']) == 1
+    else:
+        assert all(p.grad is None for p in model.decode_head.parameters())
+        assert torch.equal(weight, before) and not optimizer.state[weight]
+
+
 # --------------------------------------------------- work per iteration
 def count_calls(monkeypatch, owner, name):
     calls = []

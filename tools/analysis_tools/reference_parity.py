@@ -235,11 +235,19 @@ def paired_models(R, drop_path: float = 0.0, path: str = PAPER_CONFIG):
         if k.startswith(('teacher.backbone.', 'teacher.aggregation_head.'))
     })
     result = ours.load_state_dict(sd, strict=False)
-    left = [k for k in result.missing_keys if not k.endswith('.center')]
+    left = unmapped_keys(result.missing_keys)
     if left or result.unexpected_keys:
         raise RuntimeError(f'key map incomplete: missing {left}, unexpected '
                            f'{result.unexpected_keys}')
     return student, teacher, ours
+
+
+def unmapped_keys(missing_keys: List[str]) -> List[str]:
+    """Missing keys other than the project's own state, which the authors'
+    network has no tensor for: the FSR losses' centres (theirs live in the
+    loss) and the teacher's record of the last step folded in."""
+    return [k for k in missing_keys
+            if not k.endswith('.center') and k != 'teacher.last_step']
 
 
 def images(g: torch.Generator, batch: int = 2, size: int = SIZE):
@@ -435,20 +443,27 @@ def check_encoder(R) -> None:
             documented='Masked tokens in the aggregation softmax')
 
 
-def check_training_step(R) -> None:
+def training_setup(R) -> tuple:
+    """Paired networks in train mode, the authors' loop over theirs, and
+    two images' labels as both sides take them."""
     from mmseg.structures import SegDataSample
-    print('training step')
     student, teacher, seg = paired_models(R)
     student.train()
     seg.train()
     loop = AuthorsLoop(R, student, teacher, SIZE, MAX_ITERS, K)
-    g = torch.Generator().manual_seed(5)
     labels = multi_hot([[3, 7], [0, 11, 19]])
     samples = []
     for i in range(2):
         sample = SegDataSample(metainfo=dict(img_path=f'image_{i}'))
         sample.gt_class_labels = labels[i]
         samples.append(sample)
+    return student, teacher, seg, loop, labels, samples
+
+
+def check_training_step(R) -> None:
+    print('training step')
+    student, teacher, seg, loop, labels, samples = training_setup(R)
+    g = torch.Generator().manual_seed(5)
     n_iter = 5000
     seg.set_training_progress(n_iter, MAX_ITERS)
     weights = dict(cls=1.0, seg=0.1, aff=0.2, fsr_c=0.1, fsr_u=0.1, reg=1.0)
@@ -490,9 +505,41 @@ def check_training_step(R) -> None:
                      seg.uncertain_loss.center)))
 
 
+def check_idle_decoder(R) -> None:
+    """Before the decoder's start their loop weights its loss by 0.0: the
+    decoder's tensors get zero gradients, so AdamW still steps them."""
+    print('before the decoder starts')
+    student, teacher, seg, loop, labels, samples = training_setup(R)
+    g = torch.Generator().manual_seed(9)
+    n_iter = 100  # the decoder starts at 2,000
+    seg.set_training_progress(n_iter, MAX_ITERS)
+    views = [images(g), images(g)]
+    noise = torch.rand(2, 4, generator=g)
+    ref, _ = loop.losses(views, labels, n_iter, noise)
+    weights = dict(cls=1.0, seg=0.0, aff=0.2, fsr_c=0.1, fsr_u=0.1, reg=0.0)
+    sum(weights[t] * v for t, v in ref.items()).backward()
+    neck_forward = seg.mask_neck.forward
+    seg.mask_neck.forward = partial(neck_forward, noise=noise)
+    losses = seg.loss(torch.stack(views, 1), samples)
+    seg.mask_neck.forward = neck_forward
+    sum(v for k, v in losses.items() if 'loss' in k).backward()
+    expected = map_reference({
+        n: torch.full(p.shape, float(p.grad is not None))
+        for n, p in student.named_parameters() if p.requires_grad
+    })
+    params = dict(seg.named_parameters())
+    differ = [k for k, v in expected.items()
+              if not torch.all(v == float(params[k].grad is not None))]
+    if differ:
+        print('     differ:', differ)
+    add('tensors with a gradient (zeros included) before the decoder starts',
+        len(differ), 'tensors')
+
+
 def check_losses(R) -> None:
-    from mmseg_fsr.models.losses import (BgFgCrossEntropyLoss,
-                                         PatchTokenContrastLoss)
+    from mmseg.registry import MODELS
+
+    from mmseg_fsr.models.losses import PatchTokenContrastLoss
     print('losses')
     g = torch.Generator().manual_seed(7)
     fmap = torch.randn(2, 96, 8, 8, generator=g)
@@ -505,7 +552,9 @@ def check_losses(R) -> None:
     pred = torch.randn(2, 21, 32, 32, generator=g)
     label = torch.tensor([0, 0, 4, 9, 255])[torch.randint(
         0, 5, (2, 32, 32), generator=g)]
-    loss = BgFgCrossEntropyLoss(loss_weight=1.0)
+    # the paper config's decoder loss, at weight 1
+    loss = MODELS.build(dict(load_config().model.decode_head.loss_decode,
+                             loss_weight=1.0))
     add('segmentation loss (background / foreground halves)',
         max_diff(R.seg_losses.get_seg_loss(pred, label, 255),
                  loss(pred, label, ignore_index=255)))
@@ -514,6 +563,14 @@ def check_losses(R) -> None:
         max_diff(R.seg_losses.get_seg_loss(pred, label, 255),
                  loss(pred, label, ignore_index=255)),
         documented='No foreground pixel in a batch')
+    # their NaN value back-propagates the background half at weight 0.5
+    grads = []
+    for fn in (lambda x: R.seg_losses.get_seg_loss(x, label, 255),
+               lambda x: loss(x, label, ignore_index=255)):
+        x = pred.clone().requires_grad_()
+        fn(x).backward()
+        grads.append(x.grad)
+    add('segmentation loss gradient, no foreground pixel', max_diff(*grads))
 
 
 def check_energy_loss(R) -> None:
@@ -1177,6 +1234,7 @@ CHECKS: Dict[str, Callable] = {
     'encoder': check_encoder,
     'training_step': check_training_step,
     'losses': check_losses,
+    'idle_decoder': check_idle_decoder,
     'energy_loss': check_energy_loss,
     'schedules': check_schedules,
     'stochastic_targets': check_stochastic_targets,

@@ -45,6 +45,12 @@ class WSSSSegmentor(EncoderDecoder):
             of the run (float) of each loss in ``loss_stages``.
         stochastic_targets (bool): CAM passes in train mode (drop path on),
             as the authors' code; False: eval mode.
+        idle_decoder_steps (bool): Before the decoder's start, give its
+            parameters zero gradients, so that the optimiser steps them
+            (AdamW: weight decay, and the step count its bias correction
+            reads), as the authors' loop does by computing the decoder
+            loss at weight 0; False: the decoder joins the optimiser's
+            steps at its start.
         train_cfg, test_cfg, data_preprocessor, pretrained, init_cfg: As
             ``EncoderDecoder``; ``test_cfg.output_cams`` adds CAM labels;
             ``test_cfg.max_tokens`` is the token budget of one image (see
@@ -64,6 +70,7 @@ class WSSSSegmentor(EncoderDecoder):
                  energy_loss: OptConfigType = None,
                  loss_start_iters: OptConfigType = None,
                  stochastic_targets: bool = True,
+                 idle_decoder_steps: bool = True,
                  train_cfg: OptConfigType = None,
                  test_cfg: OptConfigType = None,
                  data_preprocessor: OptConfigType = None,
@@ -92,6 +99,7 @@ class WSSSSegmentor(EncoderDecoder):
         self.loss_start_iters = dict(
             dict.fromkeys(self.loss_stages, 0), **(loss_start_iters or {}))
         self.stochastic_targets = stochastic_targets
+        self.idle_decoder_steps = idle_decoder_steps
         self._progress_given = False
         self._checked_dataset_meta = None
         self._apply_progress(0, 1)
@@ -203,6 +211,15 @@ class WSSSSegmentor(EncoderDecoder):
         if on['seg']:
             losses.update(self._decoder_losses(view1, student, cams, labels,
                                                data_samples))
+        elif self.idle_decoder_steps:
+            # zero gradients, not none: AdamW steps the idle decoder as the
+            # authors' weight-0 loss makes it (its first real updates then
+            # reach several times the lr); folded into a logged term so the
+            # loss keys stay the same
+            first = next(k for k in losses if 'loss' in k)
+            losses[first] = losses[first] + sum(
+                p.sum() for p in self.decode_head.parameters()
+                if p.requires_grad) * 0.0
         if on['aff']:
             losses.update(self._affinity_loss(student, aux_cams, labels))
         return losses
